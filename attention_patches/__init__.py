@@ -1,0 +1,1 @@
+"""Attention-level math and per-architecture token-layout adapters (no ComfyUI import)."""

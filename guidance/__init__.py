@@ -1,0 +1,1 @@
+"""Guidance math of each method as plain, typed torch functions (no ComfyUI import)."""

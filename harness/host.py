@@ -1,0 +1,77 @@
+"""Locate the ComfyUI host that scripts/setup_host.sh prepared, and boot it in this process.
+
+Library mode follows shared/notes/host.md: the ComfyUI root goes on sys.path and its argument
+parser sees ``--cpu --use-pytorch-cross-attention`` before ``comfy.cli_args`` or
+``comfy.model_management`` are imported (otherwise ComfyUI probes CUDA).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACK_MODULE = "negguide"
+LIBRARY_ARGS = ("--cpu", "--use-pytorch-cross-attention", "--disable-all-custom-nodes")
+
+
+class HostNotReady(RuntimeError):
+    pass
+
+
+def comfyui_root() -> Path:
+    """The ComfyUI checkout in use: $COMFYUI_PATH, else the one scripts/setup_host.sh made."""
+    configured = os.environ.get("COMFYUI_PATH")
+    if configured:
+        root = Path(configured)
+    else:
+        marker = REPO_ROOT / ".host" / "comfyui_path"
+        if not marker.is_file():
+            raise HostNotReady("No ComfyUI host: run `make setup` (scripts/setup_host.sh) first.")
+        root = Path(marker.read_text().strip())
+    if not (root / "main.py").is_file() or not (root / "comfy").is_dir():
+        raise HostNotReady(f"{root} is not a ComfyUI checkout (expected main.py and comfy/).")
+    return root.resolve()
+
+
+def import_pack():
+    """Import this repository as the package ``negguide`` (how ComfyUI sees it: a package whose
+    modules use relative imports), without needing ComfyUI for the pure-math parts."""
+    if PACK_MODULE in sys.modules:
+        return sys.modules[PACK_MODULE]
+    spec = importlib.util.spec_from_file_location(
+        PACK_MODULE, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_MODULE] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_booted = False
+
+
+def boot_library_mode() -> Path:
+    """Make ``comfy``, ``nodes`` and ``comfy_api`` importable in this process, on CPU, with
+    PyTorch attention. Idempotent; returns the ComfyUI root."""
+    global _booted
+    root = comfyui_root()
+    if _booted:
+        return root
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    saved_argv = sys.argv
+    sys.argv = [saved_argv[0], *LIBRARY_ARGS]
+    try:
+        import comfy.options
+
+        comfy.options.enable_args_parsing()
+        import comfy.cli_args  # noqa: F401  (parses the argv above)
+        import comfy.model_management  # noqa: F401
+        import nodes  # noqa: F401
+    finally:
+        sys.argv = saved_argv
+    _booted = True
+    return root
