@@ -1,0 +1,151 @@
+"""Value Sign Flip (VSF) attention: negative prompts inside attention, in one pass.
+
+Paper: "VSF: Simple, Efficient, and Effective Negative Guidance in Few-Step Image Generation
+Models By Value Sign Flip" (ICLR 2026). Notation: P positive text tokens, N negative text tokens
+(real tokens only, no padding), I image tokens, alpha the flip scale, beta the bias.
+
+Cross-attention (SD1.x/SDXL attn2, Wan cross-attention), the paper's single-softmax form:
+
+    Z = softmax(Q [K_P ; K_N]^T / sqrt(d) + b) [V_P ; -alpha V_N],   b = 0 on P, -beta on N
+
+which equals the paper's weighted form Z_W = W Z+ - alpha (1 - W) Z- exactly, with
+W = sum A+ / (sum A+ + sum A-), A+ = exp(Q K_P^T / sqrt d), A- = exp(Q K_N^T / sqrt d - beta).
+
+Joint attention (MMDiT / Flux / Qwen-Image): the negative travels as extra text tokens N beside
+P through every block; each joint attention adds a flipped copy Nf (K_Nf = K_N,
+V_Nf = -alpha V_N) that only image queries see, with bias -beta. Visibility:
+
+    image queries: I, P, Nf       P queries: I, P       N queries: I, N
+
+Queries are split by group so every group runs the model's own fused attention over the
+unchanged key set with a broadcast column bias ([B, 1, 1, L_k]): no dense (L x L) mask and no
+extra keys. Because Nf shares its keys with N, "image sees Nf, not N" is simply "image sees the
+N columns with flipped values"; the N queries still read the unflipped values.
+
+Every function here takes the attention implementation as an argument (ComfyUI's optimized
+attention, or a chained override) and calls it as ``attention(q, k, v, mask)``; ``seq_dim`` is
+the sequence axis of q/k/v (1 for [B, L, H*D], 2 for [B, H, L, D]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class JointLayout:
+    """Where the token groups sit in a joint sequence (half-open index ranges)."""
+
+    positive: tuple[int, int]
+    negative: tuple[int, int]
+    image: tuple[int, int]
+
+    @classmethod
+    def text_first(cls, positive_len: int, negative_len: int, image_len: int) -> "JointLayout":
+        """[P ; N ; I]: SD3 MMDiT and Flux put the text stream before the image tokens."""
+        p_end = positive_len
+        n_end = p_end + negative_len
+        return cls((0, p_end), (p_end, n_end), (n_end, n_end + image_len))
+
+    @property
+    def length(self) -> int:
+        return max(self.positive[1], self.negative[1], self.image[1])
+
+
+def column_bias(
+    length: int,
+    columns: tuple[int, int],
+    value: float,
+    rows_active: torch.Tensor,
+    inactive_value: float,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
+    """An additive attention bias of shape [B, 1, 1, length], zero except on ``columns``:
+    ``value`` for batch rows where ``rows_active`` is True, ``inactive_value`` elsewhere."""
+    per_row = torch.where(
+        rows_active.to(device),
+        torch.tensor(value, dtype=dtype, device=device),
+        torch.tensor(inactive_value, dtype=dtype, device=device),
+    )
+    bias = torch.zeros(rows_active.shape[0], 1, 1, length, dtype=dtype, device=device)
+    bias[..., columns[0]:columns[1]] = per_row.view(-1, 1, 1, 1)
+    return bias
+
+
+def flip_values(
+    v: torch.Tensor, columns: tuple[int, int], alpha: float, rows_active: torch.Tensor, seq_dim: int
+) -> torch.Tensor:
+    """A copy of ``v`` whose ``columns`` (sequence positions) are multiplied by -alpha on the
+    active batch rows: V_Nf = -alpha V_N."""
+    flipped = v.clone()
+    segment = flipped.narrow(seq_dim, columns[0], columns[1] - columns[0])
+    shape = [1] * v.ndim
+    shape[0] = v.shape[0]
+    scale = torch.where(rows_active.to(v.device), -alpha, 1.0).to(v.dtype).view(shape)
+    segment.mul_(scale)
+    return flipped
+
+
+def vsf_cross_attention(
+    attention: AttentionFn,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    negative: tuple[int, int],
+    alpha: float,
+    beta: float,
+    rows_active: torch.Tensor,
+    seq_dim: int,
+) -> torch.Tensor:
+    """Cross-attention VSF: keys/values are [P ; N] (N at ``negative``), one softmax.
+
+    Inactive rows (e.g. the unconditional branch of CFG) mask N out entirely, which is exactly
+    plain attention over P."""
+    bias = column_bias(k.shape[seq_dim], negative, -beta, rows_active, float("-inf"), q.dtype, q.device)
+    return attention(q, k, flip_values(v, negative, alpha, rows_active, seq_dim), bias)
+
+
+def vsf_joint_attention(
+    attention: AttentionFn,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    layout: JointLayout,
+    alpha: float,
+    beta: float,
+    rows_active: torch.Tensor,
+    seq_dim: int,
+    output_seq_dim: int,
+) -> torch.Tensor:
+    """Joint-attention VSF with the paper's visibility layout, one fused call per query group.
+
+    ``output_seq_dim`` is the sequence axis of what ``attention`` returns. On inactive rows,
+    image and P queries do not see N at all (plain attention over I and P); N queries are
+    unchanged there, and nothing reads them."""
+    length = k.shape[seq_dim]
+    dtype, device = q.dtype, q.device
+    neg_inf = float("-inf")
+    one_row = torch.ones(1, dtype=torch.bool)
+
+    image_bias = column_bias(length, layout.negative, -beta, rows_active, neg_inf, dtype, device)
+    image_values = flip_values(v, layout.negative, alpha, rows_active, seq_dim)
+    positive_bias = column_bias(length, layout.negative, neg_inf, one_row, neg_inf, dtype, device)
+    negative_bias = column_bias(length, layout.positive, neg_inf, one_row, neg_inf, dtype, device)
+
+    def queries(group: tuple[int, int]) -> torch.Tensor:
+        return q.narrow(seq_dim, group[0], group[1] - group[0])
+
+    outputs = {
+        layout.image: attention(queries(layout.image), k, image_values, image_bias),
+        layout.positive: attention(queries(layout.positive), k, v, positive_bias),
+        layout.negative: attention(queries(layout.negative), k, v, negative_bias),
+    }
+    return torch.cat([outputs[group] for group in sorted(outputs)], dim=output_seq_dim)

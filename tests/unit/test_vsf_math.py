@@ -1,0 +1,144 @@
+"""VSF attention math against closed-form references (paper Sec. 3, methods note Sec. 1)."""
+
+import math
+
+import pytest
+import torch
+
+from negguide.attention_patches.vsf import JointLayout, vsf_cross_attention, vsf_joint_attention
+
+DTYPE = torch.float64  # closed-form comparisons at double precision
+
+
+def sdpa(q, k, v, mask):
+    """[B, H, L, D] attention, the shape ComfyUI's skip_reshape calls use."""
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def heads_last(x):
+    """[B, H, L, D] -> [B, L, H*D], ComfyUI's default attention output layout."""
+    b, h, l, d = x.shape
+    return x.transpose(1, 2).reshape(b, l, h * d)
+
+
+def random_qkv(batch=2, heads=3, q_len=5, k_len=7, dim=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, heads, n, dim, generator=g, dtype=DTYPE) for n in (q_len, k_len, k_len)]
+
+
+def weighted_form(q, k_pos, v_pos, k_neg, v_neg, alpha, beta):
+    """The paper's explicit form Z_W = W Z+ - alpha (1 - W) Z- (two softmaxes)."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    a_pos = torch.exp(q @ k_pos.transpose(-1, -2) * scale)
+    a_neg = torch.exp(q @ k_neg.transpose(-1, -2) * scale - beta)
+    w = a_pos.sum(-1, keepdim=True) / (a_pos.sum(-1, keepdim=True) + a_neg.sum(-1, keepdim=True))
+    z_pos = (a_pos / a_pos.sum(-1, keepdim=True)) @ v_pos
+    z_neg = (a_neg / a_neg.sum(-1, keepdim=True)) @ v_neg
+    return w * z_pos - alpha * (1 - w) * z_neg
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.7])
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 3.5])
+def test_cross_attention_single_softmax_equals_weighted_form(alpha, beta):
+    q, k, v = random_qkv()
+    p = 4  # k/v rows 0..3 are P, 4..6 are N
+    rows = torch.ones(q.shape[0], dtype=torch.bool)
+    out = vsf_cross_attention(sdpa, q, k, v, negative=(p, 7), alpha=alpha, beta=beta, rows_active=rows, seq_dim=2)
+    expected = weighted_form(q, k[:, :, :p], v[:, :, :p], k[:, :, p:], v[:, :, p:], alpha, beta)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_cross_attention_inactive_rows_are_plain_attention_over_positive():
+    q, k, v = random_qkv(batch=3)
+    rows = torch.tensor([True, False, True])
+    out = vsf_cross_attention(sdpa, q, k, v, negative=(4, 7), alpha=3.0, beta=0.1, rows_active=rows, seq_dim=2)
+    plain = sdpa(q[1:2], k[1:2, :, :4], v[1:2, :, :4], None)
+    torch.testing.assert_close(out[1:2], plain, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(out[0:1], sdpa(q[0:1], k[0:1, :, :4], v[0:1, :, :4], None))
+
+
+def test_cross_attention_on_flat_layout_with_seq_dim_1():
+    q, k, v = random_qkv(batch=1, heads=1)
+    flat = [x[:, 0] for x in (q, k, v)]  # [B, L, D], one head
+
+    def flat_attention(q_, k_, v_, mask):
+        return sdpa(q_[:, None], k_[:, None], v_[:, None], mask)[:, 0]
+
+    rows = torch.ones(1, dtype=torch.bool)
+    out = vsf_cross_attention(flat_attention, *flat, negative=(4, 7), alpha=2.0, beta=0.3, rows_active=rows, seq_dim=1)
+    expected = weighted_form(q, k[:, :, :4], v[:, :, :4], k[:, :, 4:], v[:, :, 4:], 2.0, 0.3)[:, 0]
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+
+
+def joint_reference(q, k, v, layout, alpha, beta):
+    """Independent construction: append an explicit flipped copy Nf to keys/values and apply
+    the paper's visibility as a dense (L_q x L_k) mask in one softmax."""
+    (p0, p1), (n0, n1), (i0, i1) = layout.positive, layout.negative, layout.image
+    k_all = torch.cat([k, k[:, :, n0:n1]], dim=2)
+    v_all = torch.cat([v, -alpha * v[:, :, n0:n1]], dim=2)
+    length = k.shape[2]
+    nf = (length, length + n1 - n0)
+    mask = torch.full((q.shape[2], k_all.shape[2]), float("-inf"), dtype=DTYPE)
+
+    def allow(rows, cols, value=0.0):
+        mask[rows[0]:rows[1], cols[0]:cols[1]] = value
+
+    for cols in (layout.image, layout.positive):
+        allow(layout.image, cols)
+    allow(layout.image, nf, -beta)
+    for cols in (layout.image, layout.positive):
+        allow(layout.positive, cols)
+    for cols in (layout.image, layout.negative):
+        allow(layout.negative, cols)
+    return sdpa(q, k_all, v_all, mask)
+
+
+@pytest.mark.parametrize("output_layout", ["heads_first", "heads_last"])
+@pytest.mark.parametrize("beta", [0.0, 0.4])
+def test_joint_attention_matches_dense_mask_reference(beta, output_layout):
+    layout = JointLayout.text_first(positive_len=3, negative_len=2, image_len=6)
+    q, k, v = random_qkv(q_len=11, k_len=11, seed=1)
+    rows = torch.ones(2, dtype=torch.bool)
+    if output_layout == "heads_first":
+        attention, out_dim, expected_fn = sdpa, 2, lambda x: x
+    else:
+        attention, out_dim, expected_fn = (lambda *a: heads_last(sdpa(*a))), 1, heads_last
+    out = vsf_joint_attention(
+        attention, q, k, v, layout=layout, alpha=3.0, beta=beta, rows_active=rows, seq_dim=2, output_seq_dim=out_dim
+    )
+    torch.testing.assert_close(out, expected_fn(joint_reference(q, k, v, layout, 3.0, beta)), rtol=1e-10, atol=1e-12)
+
+
+def test_joint_attention_fully_masked_flip_equals_plain_model_without_negative():
+    """beta -> infinity: image and P outputs equal attention over [P ; I] with no N at all."""
+    layout = JointLayout.text_first(positive_len=3, negative_len=2, image_len=6)
+    q, k, v = random_qkv(q_len=11, k_len=11, seed=2)
+    rows = torch.ones(2, dtype=torch.bool)
+    out = vsf_joint_attention(
+        sdpa, q, k, v, layout=layout, alpha=3.0, beta=float("inf"), rows_active=rows, seq_dim=2, output_seq_dim=2
+    )
+    keep = torch.tensor([0, 1, 2, 5, 6, 7, 8, 9, 10])  # P and I
+    plain = sdpa(q[:, :, keep], k[:, :, keep], v[:, :, keep], None)
+    torch.testing.assert_close(out[:, :, keep], plain, rtol=1e-12, atol=1e-12)
+
+
+def test_joint_attention_inactive_rows_ignore_negative():
+    layout = JointLayout.text_first(positive_len=3, negative_len=2, image_len=6)
+    q, k, v = random_qkv(q_len=11, k_len=11, seed=3)
+    rows = torch.tensor([False, True])
+    out = vsf_joint_attention(
+        sdpa, q, k, v, layout=layout, alpha=3.0, beta=0.1, rows_active=rows, seq_dim=2, output_seq_dim=2
+    )
+    keep = torch.tensor([0, 1, 2, 5, 6, 7, 8, 9, 10])
+    plain = sdpa(q[:1, :, keep], k[:1, :, keep], v[:1, :, keep], None)
+    torch.testing.assert_close(out[:1, :, keep], plain, rtol=1e-12, atol=1e-12)
+    active_plain = sdpa(q[1:, :, keep], k[1:, :, keep], v[1:, :, keep], None)
+    assert (out[1:, :, 5:] - active_plain[:, :, 3:]).abs().max() > 1e-3  # the flip acts on image rows
+
+
+def test_inputs_are_not_modified():
+    q, k, v = random_qkv()
+    copies = [x.clone() for x in (q, k, v)]
+    vsf_cross_attention(sdpa, q, k, v, negative=(4, 7), alpha=3.0, beta=0.1, rows_active=torch.ones(2, dtype=torch.bool), seq_dim=2)
+    for original, copy in zip((q, k, v), copies):
+        assert torch.equal(original, copy)
