@@ -6,6 +6,8 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
+from .vsf import NegGuideVSF
+
 TEST_NODES_ENV = "NEGGUIDE_TEST_NODES"
 """Set to 1 to also register the test-only nodes of ``harness/`` (never for users)."""
 
@@ -13,7 +15,7 @@ TEST_NODES_ENV = "NEGGUIDE_TEST_NODES"
 class NegGuideExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        node_list: list[type[io.ComfyNode]] = []
+        node_list: list[type[io.ComfyNode]] = [NegGuideVSF]
         if os.environ.get(TEST_NODES_ENV) == "1":
             from ..harness.test_nodes import TEST_NODES
 

@@ -1,0 +1,48 @@
+"""Token layouts of the architecture families, as seen by ComfyUI's attention override.
+
+One small interface for every family: where the text and image tokens sit in an attention call,
+and how to recognise the calls a method acts on. Facts checked against ComfyUI 0.3.75 by
+tests/library/test_attention_layout.py:
+
+- ``unet`` (SD1.x, SDXL): self-attention (attn1) over image tokens, cross-attention (attn2) with
+  keys/values from the text context. q/k/v arrive as [B, L, H*D].
+- ``mmdit`` (SD3, SD3.5): one joint sequence, context (text) first, then image tokens, patch 2;
+  q/k/v arrive as [B, L, H*D]. SD3.5 Medium also has image-only self-attention blocks.
+- ``flux`` (Flux, Chroma): one joint sequence in every double and single block, text first;
+  q/k/v arrive RoPE'd as [B, H, L, D] (skip_reshape). Reference latents (Kontext) extend the
+  image part.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Architecture:
+    family: str
+    attention: str
+    """"cross": text enters through cross-attention; "joint": text and image share one sequence."""
+    patch_size: int = 1
+    image_only_attention: bool = False
+    """True when some attention calls see image tokens only (SD3.5 Medium's extra blocks)."""
+
+    def image_tokens(self, latent_shape: tuple[int, ...]) -> int:
+        """Image tokens of a [B, C, H, W] latent after patchification."""
+        height, width = latent_shape[-2:]
+        return math.ceil(height / self.patch_size) * math.ceil(width / self.patch_size)
+
+
+ARCHITECTURES = {
+    "unet": Architecture("unet", "cross"),
+    "mmdit": Architecture("mmdit", "joint", patch_size=2, image_only_attention=True),
+    "flux": Architecture("flux", "joint", patch_size=2),
+}
+
+
+def sequence_dims(skip_reshape: bool, skip_output_reshape: bool) -> tuple[int, int]:
+    """(input, output) sequence axes of a ComfyUI attention call: q/k/v are [B, H, L, D] with
+    skip_reshape and [B, L, H*D] without; the output is [B, H, L, D] only with
+    skip_output_reshape."""
+    return (2 if skip_reshape else 1), (2 if skip_output_reshape else 1)

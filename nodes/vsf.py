@@ -1,0 +1,210 @@
+"""NegGuideVSF: Value Sign Flip negative prompts inside attention (math: attention_patches/vsf.py).
+
+How it hooks into ComfyUI (all on a clone, all reversible):
+- an APPLY_MODEL wrapper appends the negative's real tokens N to the text context of every row,
+  inside the active sigma window, and records the token layout of this model call;
+- transformer_options["optimized_attention_override"] (a single slot: an override already there
+  is chained, not replaced) runs VSF on the attention calls that see the text;
+- on UNets an attn2 patch marks the next attention call as the cross-attention of its block.
+Rows of the unconditional CFG branch never see N, so with cfg > 1 VSF acts on the cond branch only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from typing_extensions import override
+
+import comfy.patcher_extension
+from comfy_api.latest import io
+
+from ..attention_patches.architectures import Architecture, sequence_dims
+from ..attention_patches.vsf import JointLayout, vsf_cross_attention, vsf_joint_attention
+from .model_family import architecture_of
+
+LOG = logging.getLogger(__name__)
+HOOK_KEY = "negguide_vsf"
+SUPPORTED_FAMILIES = ("unet", "mmdit", "flux")
+
+
+def _sub_tokenizer(tokenizer, key: str):
+    for name in (key, f"clip_{key}"):
+        sub = getattr(tokenizer, name, None)
+        if sub is not None and hasattr(sub, "pad_token"):
+            return sub
+    raise ValueError(f"NegGuideVSF: cannot find the tokenizer for text encoder '{key}'.")
+
+
+def _real_length(sub_tokenizer, batch: list) -> int:
+    """Tokens up to and including the end token (or the last non-pad token): no padding."""
+    ids = [token[0] for token in batch]
+    end = getattr(sub_tokenizer, "end_token", None)
+    start = getattr(sub_tokenizer, "tokens_start", 0)
+    if end is not None and end in ids[start:]:
+        return ids.index(end, start) + 1
+    pad = sub_tokenizer.pad_token
+    return max((i + 1 for i, token in enumerate(ids) if token != pad), default=0)
+
+
+def encode_negative(clip, text: str) -> torch.Tensor:
+    """The negative prompt's token embeddings [1, n, D] with every padding token removed.
+
+    Each text encoder's token list is cut after its end token before encoding, so padding never
+    enters the encoder (T5 attends to its padding) nor reaches attention; CLIP is causal, so its
+    real tokens are unaffected either way."""
+    tokens = clip.tokenize(text)
+    trimmed = {}
+    for key, batches in tokens.items():
+        if len(batches) != 1:
+            raise ValueError(
+                f"NegGuideVSF: the negative prompt is longer than one {key} text-encoder window "
+                f"({len(batches)} windows). Shorten it: VSF needs the negative in one window."
+            )
+        length = _real_length(_sub_tokenizer(clip.tokenizer, key), batches[0])
+        trimmed[key] = [batches[0][:length]]
+    return clip.encode_from_tokens(trimmed)
+
+
+@dataclass
+class _CallLayout:
+    """The token layout of one model call, shared with its attention calls."""
+
+    text_len: int
+    negative: tuple[int, int]
+    image_len: int | None
+    rows_active: torch.Tensor
+    expect_cross_attention: bool = field(default=False)
+
+
+class VSFHooks:
+    """The wrapper, attention override and attn2 patch that NegGuideVSF attaches."""
+
+    def __init__(self, architecture: Architecture, negative: torch.Tensor, alpha: float, beta: float,
+                 sigma_start: float, sigma_end: float, previous_override=None):
+        self.architecture = architecture
+        self.negative = negative
+        self.alpha = alpha
+        self.beta = beta
+        self.sigma_start = sigma_start
+        self.sigma_end = sigma_end
+        self.previous_override = previous_override
+
+    def apply_model_wrapper(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+        sigma = float(t.max())
+        if c_crossattn is None or not (self.sigma_end <= sigma <= self.sigma_start):
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        if kwargs.get("attention_mask") is not None:
+            raise ValueError("NegGuideVSF does not support text attention masks on this model yet.")
+        if self.negative.shape[-1] != c_crossattn.shape[-1]:
+            raise ValueError(
+                f"NegGuideVSF: the negative prompt was encoded to {self.negative.shape[-1]}-dim tokens, "
+                f"but this {self.architecture.family} model's text context is {c_crossattn.shape[-1]}-dim. "
+                "Connect the CLIP that was loaded for this model."
+            )
+        batch, text_len = c_crossattn.shape[0], c_crossattn.shape[1]
+        negative = self.negative.to(c_crossattn).expand(batch, -1, -1)
+        cond_or_uncond = transformer_options.get("cond_or_uncond", [0])
+        rows_active = torch.tensor([kind == 0 for kind in cond_or_uncond]).repeat_interleave(batch // len(cond_or_uncond))
+        image_len = self.architecture.image_tokens(x.shape) if self.architecture.image_only_attention else None
+        layout = _CallLayout(text_len + negative.shape[1], (text_len, text_len + negative.shape[1]), image_len, rows_active)
+        transformer_options = {**transformer_options, HOOK_KEY: layout}
+        return executor(x, t, c_concat, torch.cat([c_crossattn, negative], dim=1), control, transformer_options, **kwargs)
+
+    def mark_cross_attention(self, n, context_attn2, value_attn2, extra_options):
+        layout = extra_options.get(HOOK_KEY)
+        if layout is not None:
+            layout.expect_cross_attention = True
+        return n, context_attn2, value_attn2
+
+    def attention_override(self, func, q, k, v, heads, mask=None, **kwargs):
+        def attend(q_, k_, v_, mask_):
+            if self.previous_override is not None:
+                return self.previous_override(func, q_, k_, v_, heads, mask=mask_, **kwargs)
+            return func(q_, k_, v_, heads, mask=mask_, **kwargs)
+
+        layout = kwargs.get("transformer_options", {}).get(HOOK_KEY)
+        seq_dim, out_dim = sequence_dims(kwargs.get("skip_reshape", False), kwargs.get("skip_output_reshape", False))
+        if layout is None or not self._acts_on(layout, q.shape[seq_dim], k.shape[seq_dim]):
+            return attend(q, k, v, mask)
+        if mask is not None:
+            raise ValueError("NegGuideVSF does not support attention masks on this model yet.")
+        common = dict(alpha=self.alpha, beta=self.beta, rows_active=layout.rows_active, seq_dim=seq_dim)
+        if self.architecture.attention == "cross":
+            return vsf_cross_attention(attend, q, k, v, negative=layout.negative, **common)
+        image_len = q.shape[seq_dim] - layout.text_len
+        joint = JointLayout.text_first(layout.negative[0], layout.negative[1] - layout.negative[0], image_len)
+        return vsf_joint_attention(attend, q, k, v, layout=joint, output_seq_dim=out_dim, **common)
+
+    def _acts_on(self, layout: _CallLayout, q_len: int, k_len: int) -> bool:
+        if self.architecture.attention == "cross":
+            if not layout.expect_cross_attention:
+                return False
+            layout.expect_cross_attention = False
+            if k_len != layout.text_len:
+                raise ValueError(
+                    f"NegGuideVSF: a cross-attention saw {k_len} text tokens instead of {layout.text_len}; "
+                    "another node changes the text context inside attention. Apply NegGuideVSF after it."
+                )
+            return True
+        if q_len != k_len or q_len <= layout.text_len:
+            return False
+        return layout.image_len is None or q_len == layout.text_len + layout.image_len
+
+
+class NegGuideVSF(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="NegGuideVSF",
+            display_name="VSF Negative Prompt (Value Sign Flip)",
+            category="model_patches/negguide",
+            description=(
+                "Negative prompt for few-step, CFG-free models (Flux Schnell, SD3.5 Turbo, SDXL Lightning): "
+                "image tokens that attend to the negative read its values with the sign flipped, which "
+                "cancels the concept where it would appear. Works at cfg 1 in a single pass; at cfg > 1 "
+                "it acts on the positive branch only."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model to patch (SD1.5/SDXL UNet, SD3/SD3.5, Flux, Chroma)."),
+                io.Clip.Input("clip", tooltip="The text encoder loaded for this model; encodes the negative without padding."),
+                io.String.Input("negative", multiline=True, default="", tooltip="What should not appear. Empty: no effect."),
+                io.Float.Input("scale", default=3.0, min=0.0, max=20.0, step=0.05, round=0.01,
+                               tooltip="alpha: how strongly flipped negative values cancel. 0 = off. Typical 1.5-4 (Flux up to 6)."),
+                io.Float.Input("bias", default=0.1, min=0.0, max=100.0, step=0.01, round=0.001,
+                               tooltip="beta: attention-logit penalty on the flipped negative; higher = gentler. Typical 0.05-0.2."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Start of the active window, as a fraction of the schedule (0 = first step)."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="End of the active window, as a fraction of the schedule (1 = last step)."),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, negative, scale, bias, start_percent, end_percent) -> io.NodeOutput:
+        if start_percent > end_percent:
+            raise ValueError(f"NegGuideVSF: start_percent ({start_percent}) is after end_percent ({end_percent}).")
+        architecture = architecture_of(model, "NegGuideVSF", SUPPORTED_FAMILIES)
+        if not negative.strip() or scale == 0:
+            LOG.warning("NegGuideVSF: %s; the model is returned unchanged.",
+                        "the negative prompt is empty" if not negative.strip() else "scale is 0")
+            return io.NodeOutput(model)
+        if model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY):
+            raise ValueError("NegGuideVSF is already applied to this model: put every negative concept into one NegGuideVSF node.")
+        negative_tokens = encode_negative(clip, negative)
+        patched = model.clone()
+        model_sampling = patched.get_model_object("model_sampling")
+        transformer_options = patched.model_options.setdefault("transformer_options", {})
+        hooks = VSFHooks(
+            architecture, negative_tokens.cpu(), scale, bias,
+            sigma_start=float(model_sampling.percent_to_sigma(start_percent)),
+            sigma_end=float(model_sampling.percent_to_sigma(end_percent)),
+            previous_override=transformer_options.get("optimized_attention_override"),
+        )
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY, hooks.apply_model_wrapper)
+        transformer_options["optimized_attention_override"] = hooks.attention_override
+        if architecture.attention == "cross":
+            patched.set_model_attn2_patch(hooks.mark_cross_attention)
+        return io.NodeOutput(patched)
