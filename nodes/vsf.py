@@ -51,20 +51,39 @@ def _real_length(sub_tokenizer, batch: list) -> int:
 def encode_negative(clip, text: str) -> torch.Tensor:
     """The negative prompt's token embeddings [1, n, D] with every padding token removed.
 
-    Each text encoder's token list is cut after its end token before encoding, so padding never
-    enters the encoder (T5 attends to its padding) nor reaches attention; CLIP is causal, so its
-    real tokens are unaffected either way."""
+    Variable-length encoders (T5 family) get their token list cut after the end token before
+    encoding, so padding never enters them (T5 attends to its padding). Fixed-length encoders
+    (CLIP: 77 positions) must see their full window; CLIP is causal, so its real tokens do not
+    depend on the padding, and the padded positions are cut from the output instead. ComfyUI
+    puts a fixed-length part first in the context (SD3: [CLIP-L|G ; T5])."""
     tokens = clip.tokenize(text)
-    trimmed = {}
+    encoder_input, fixed_real, fixed_window, variable_len = {}, 0, 0, 0
     for key, batches in tokens.items():
         if len(batches) != 1:
             raise ValueError(
                 f"NegGuideVSF: the negative prompt is longer than one {key} text-encoder window "
                 f"({len(batches)} windows). Shorten it: VSF needs the negative in one window."
             )
-        length = _real_length(_sub_tokenizer(clip.tokenizer, key), batches[0])
-        trimmed[key] = [batches[0][:length]]
-    return clip.encode_from_tokens(trimmed)
+        sub_tokenizer = _sub_tokenizer(clip.tokenizer, key)
+        length = _real_length(sub_tokenizer, batches[0])
+        if sub_tokenizer.pad_to_max_length:
+            encoder_input[key] = batches
+            fixed_real, fixed_window = max(fixed_real, length), max(fixed_window, len(batches[0]))
+        else:
+            encoder_input[key] = [batches[0][:length]]
+            variable_len += length
+    encoded = clip.encode_from_tokens(encoder_input)
+    context_len = encoded.shape[1]
+    if context_len == fixed_window + variable_len:
+        return torch.cat([encoded[:, :fixed_real], encoded[:, fixed_window:]], dim=1)
+    if context_len == fixed_window:  # no variable-length encoder loaded (SD3 without T5)
+        return encoded[:, :fixed_real]
+    if context_len == variable_len:  # the fixed-length encoder only feeds the pooled vector (Flux)
+        return encoded
+    raise ValueError(
+        f"NegGuideVSF: cannot separate the negative prompt's tokens from padding for this text encoder "
+        f"({context_len} context tokens from windows {fixed_window} + {variable_len})."
+    )
 
 
 @dataclass

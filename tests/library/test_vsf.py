@@ -1,0 +1,261 @@
+"""NegGuideVSF through the real ComfyUI model code of every supported zoo architecture."""
+
+import logging
+
+import pytest
+import torch
+
+import comfy.samplers
+import nodes
+
+from negguide.harness import zoo
+from negguide.nodes import vsf as vsf_node
+from negguide.nodes.vsf import NegGuideVSF, VSFHooks
+
+SUPPORTED = [name for name in zoo.ARCHITECTURES if zoo.build(name).family in vsf_node.SUPPORTED_FAMILIES]
+UNSUPPORTED = [name for name in zoo.ARCHITECTURES if name not in SUPPORTED]
+NEGATIVE = "a red square"
+
+
+def patch(model, clip, negative=NEGATIVE, scale=3.0, bias=0.1, start=0.0, end=1.0):
+    return NegGuideVSF.execute(model, clip, negative, scale, bias, start, end).args[0]
+
+
+def sample(entry, model, *, cfg=1.0, batch=1, width=64, height=64, seed=7, steps=2, negative_text=""):
+    latent = entry.empty_latent(width, height, batch)
+    return nodes.common_ksampler(
+        model, seed, steps, cfg, "euler", "normal",
+        entry.encode("a blue circle on grass"), entry.encode(negative_text), latent,
+    )[0]["samples"]
+
+
+def denoise_once(entry, model, x, sigma=1.0):
+    """One model evaluation (cond branch) at ``sigma``: what a sampler sees."""
+    captured = {}
+
+    def capture(args):
+        captured["denoised"] = args["denoised"]
+        return args["denoised"]
+
+    model = model.clone()
+    model.set_model_sampler_post_cfg_function(capture)
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(entry.encode("a blue circle on grass"), entry.encode(""))
+    guider.set_cfg(1.0)
+    sigmas = torch.tensor([sigma, 0.0])
+    guider.sample(x.clone(), x.clone(), comfy.samplers.sampler_object("euler"), sigmas, seed=1, disable_pbar=True)
+    return captured["denoised"]
+
+
+def Recorder():
+    """A previously installed attention override that records what reaches it, then attends.
+    A plain function: ModelPatcher.clone() deep-copies model_options, and functions survive
+    that as themselves, as any real override set by another node does."""
+    calls = []
+
+    def override(func, q, k, v, heads, mask=None, **kwargs):
+        calls.append((q.shape, k.shape, None if mask is None else mask.detach().clone(), kwargs.get("skip_reshape", False)))
+        return func(q, k, v, heads, mask=mask, **kwargs)
+
+    override.calls = calls
+    return override
+
+
+def with_previous_override(model, recorder):
+    model = model.clone()
+    model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = recorder
+    return model
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_full_ksampler_run_changes_output_and_scale_zero_is_identity(name):
+    entry = zoo.build(name)
+    plain = sample(entry, entry.model)
+    vsf = sample(entry, patch(entry.model, entry.clip))
+    off = sample(entry, patch(entry.model, entry.clip, scale=0.0))
+    assert torch.isfinite(vsf).all()
+    assert (vsf - plain).abs().mean() > 1e-4 * plain.abs().mean()
+    assert torch.equal(off, plain)
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_input_model_is_left_untouched(name):
+    entry = zoo.build(name)
+    options_before = repr(entry.model.model_options)
+    wrappers_before = repr(entry.model.wrappers)
+    patched = patch(entry.model, entry.clip)
+    assert patched is not entry.model
+    assert repr(entry.model.model_options) == options_before
+    assert repr(entry.model.wrappers) == wrappers_before
+    assert torch.equal(sample(entry, entry.model), sample(entry, zoo.build(name).model))
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_infinite_bias_equals_the_plain_model_exactly(name):
+    """With the flipped copy fully masked, N never leaks into image or positive tokens."""
+    entry = zoo.build(name)
+    patched = patch(entry.model, entry.clip)
+    hooks = patched.model_options["transformer_options"]["optimized_attention_override"].__self__
+    hooks.beta = float("inf")
+    x = torch.randn_like(entry.empty_latent(64, 48, 2)["samples"], dtype=torch.float32)
+    torch.testing.assert_close(denoise_once(entry, patched, x), denoise_once(entry, entry.model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_padding_of_the_negative_never_reaches_attention(name):
+    entry = zoo.build(name)
+    x = torch.randn_like(entry.empty_latent(64, 64, 1)["samples"], dtype=torch.float32)
+    outputs = []
+    for min_length in (77, 256):
+        clip = entry.clip.clone()
+        for key in ("t5xxl", "umt5xxl"):  # what ComfyUI's T5TokenizerOptions node sets
+            clip.set_tokenizer_option(f"{key}_min_length", min_length)
+            clip.set_tokenizer_option(f"{key}_min_padding", min_length)
+        outputs.append(denoise_once(entry, patch(entry.model, clip), x))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    tokens = vsf_node.encode_negative(entry.clip, NEGATIVE)
+    assert tokens.shape[1] < 20  # a few real tokens, no 77/256 padding
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+@pytest.mark.parametrize("cfg", [1.0, 7.0])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_batches_cfg_and_odd_latent_sizes(name, cfg, batch):
+    entry = zoo.build(name)
+    out = sample(entry, patch(entry.model, entry.clip), cfg=cfg, batch=batch, width=72, height=40)
+    plain = sample(entry, entry.model, cfg=cfg, batch=batch, width=72, height=40)
+    assert out.shape == plain.shape
+    assert torch.isfinite(out).all()
+    per_image = (out - plain).flatten(1).abs().mean(1)
+    assert (per_image > 0).all()  # every image of the batch is affected, not only the first
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_uncond_branch_is_untouched_at_cfg_above_one(name):
+    entry = zoo.build(name)
+    seen = {}
+
+    def record(tag):
+        def post_cfg(args):
+            seen.setdefault(tag, []).append(args["uncond_denoised"].clone())
+            return args["denoised"]
+        return post_cfg
+
+    results = {}
+    for tag, model in (("plain", entry.model), ("vsf", patch(entry.model, entry.clip))):
+        model = model.clone()
+        model.set_model_sampler_post_cfg_function(record(tag))
+        results[tag] = sample(entry, model, cfg=7.0, steps=1)
+    # Equal up to float rounding: the masked negative columns change the kernel's summation
+    # blocks, not the math. The cond branch moves by orders of magnitude more.
+    torch.testing.assert_close(seen["vsf"][0], seen["plain"][0], rtol=1e-4, atol=1e-4)
+    assert (results["vsf"] - results["plain"]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_captured_attention_calls_show_layout_and_masks(name):
+    entry = zoo.build(name)
+    recorder = Recorder()
+    patched = patch(with_previous_override(entry.model, recorder), entry.clip, bias=0.25)
+    n = vsf_node.encode_negative(entry.clip, NEGATIVE).shape[1]
+    x = torch.randn_like(entry.empty_latent(64, 64, 1)["samples"], dtype=torch.float32)
+    denoise_once(entry, patched, x)
+    masked = [c for c in recorder.calls if c[2] is not None]
+    assert masked, f"VSF never reached an attention call: {[c[:2] for c in recorder.calls]}"
+    if entry.family == "unet":
+        for q_shape, k_shape, mask, _ in masked:
+            text = k_shape[1]
+            assert mask.shape[-1] == text
+            assert torch.all(mask[..., : text - n] == 0)
+            assert torch.allclose(mask[..., text - n:], torch.tensor(-0.25))
+        self_attention = [c for c in recorder.calls if c[2] is None]
+        assert self_attention and all(q[1] == k[1] for q, k, _, _ in self_attention)
+        return
+    # Joint models: three calls per joint attention, image / positive / negative queries.
+    assert len(masked) % 3 == 0
+    for (qi, ki, mi, skip), (qp, kp, mp, _), (qn, kn, mn, _) in zip(masked[0::3], masked[1::3], masked[2::3]):
+        seq = 2 if skip else 1
+        total = ki[seq]
+        p = qp[seq]
+        assert qn[seq] == n and qi[seq] == total - p - n
+        assert ki == kp == kn  # every group reads the unchanged key set: no dense mask, no extra keys
+        assert mi.shape == (1, 1, 1, total) and mp.shape == (1, 1, 1, total) and mn.shape == (1, 1, 1, total)
+        assert torch.all(mi[..., :p] == 0) and torch.allclose(mi[..., p:p + n], torch.tensor(-0.25)) and torch.all(mi[..., p + n:] == 0)
+        assert torch.all(mp[..., p:p + n] == float("-inf")) and torch.all(mp[..., :p] == 0) and torch.all(mp[..., p + n:] == 0)
+        assert torch.all(mn[..., :p] == float("-inf")) and torch.all(mn[..., p:] == 0)
+
+
+@pytest.mark.parametrize("name", [n for n in SUPPORTED if zoo.build(n).family == "unet"])
+def test_chains_an_existing_attn2_replace(name):
+    entry = zoo.build(name)
+    calls = []
+    from comfy.ldm.modules.attention import optimized_attention
+
+    def replace(q, k, v, extra_options):
+        calls.append(k.shape)
+        return optimized_attention(q, k, v, extra_options["n_heads"], transformer_options=extra_options)
+
+    base = entry.model.clone()
+    blocks = [("input", i) for i in range(12)] + [("middle", 0)] + [("output", i) for i in range(12)]
+    for block in blocks:
+        base.set_model_attn2_replace(replace, *block)
+    recorder = Recorder()
+    patched = patch(with_previous_override(base, recorder), entry.clip)
+    x = torch.randn_like(entry.empty_latent(64, 64, 1)["samples"], dtype=torch.float32)
+    out = denoise_once(entry, patched, x)
+    assert calls, "the existing attn2 replace was not called"
+    assert any(c[2] is not None for c in recorder.calls)
+    assert not torch.allclose(out, denoise_once(entry, base, x))
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_chains_an_existing_attention_override(name):
+    entry = zoo.build(name)
+    recorder = Recorder()
+    patched = patch(with_previous_override(entry.model, recorder), entry.clip)
+    assert patched.model_options["transformer_options"]["optimized_attention_override"] is not recorder
+    sample(entry, patched, steps=1)
+    assert recorder.calls
+
+
+def test_empty_negative_is_a_noop_with_a_warning(caplog):
+    entry = zoo.build(SUPPORTED[0])
+    with caplog.at_level(logging.WARNING):
+        out = patch(entry.model, entry.clip, negative="   ")
+    assert out is entry.model
+    assert "empty" in caplog.text
+
+
+def test_negative_longer_than_one_window_is_a_clear_error():
+    entry = zoo.build("sd15")
+    with pytest.raises(ValueError, match="longer than one"):
+        patch(entry.model, entry.clip, negative="red " * 120)
+
+
+def test_negative_from_another_text_encoder_family_is_a_clear_error():
+    sd15, sdxl = zoo.build("sd15"), zoo.build("sdxl")
+    assert sd15.clip.encode_from_tokens(sd15.clip.tokenize("x")).shape[-1] != sdxl.encode("x")[0][0].shape[-1]
+    patched = patch(sdxl.model, sd15.clip)
+    with pytest.raises(ValueError, match="Connect the CLIP"):
+        sample(sdxl, patched, steps=1)
+
+
+def test_applying_vsf_twice_is_a_clear_error():
+    entry = zoo.build(SUPPORTED[0])
+    with pytest.raises(ValueError, match="already applied"):
+        patch(patch(entry.model, entry.clip), entry.clip)
+
+
+@pytest.mark.parametrize("name", UNSUPPORTED)
+def test_unsupported_model_names_its_family(name):
+    entry = zoo.build(name)
+    with pytest.raises(ValueError, match=type(entry.model.model).__name__):
+        patch(entry.model, entry.clip)
+
+
+def test_window_outside_the_schedule_is_identity():
+    entry = zoo.build(SUPPORTED[0])
+    plain = sample(entry, entry.model, steps=2)
+    # 2 "normal" steps evaluate sigma_max and sigma_min: neither lies in the 50%-60% window.
+    between = sample(entry, patch(entry.model, entry.clip, start=0.5, end=0.6), steps=2)
+    torch.testing.assert_close(between, plain, rtol=0, atol=0)
