@@ -11,6 +11,9 @@ tests/library/test_attention_layout.py:
 - ``flux`` (Flux, Chroma): one joint sequence in every double and single block, text first;
   q/k/v arrive RoPE'd as [B, H, L, D] (skip_reshape). Reference latents (Kontext) extend the
   image part.
+- ``qwen_image`` (Qwen-Image): joint, text first, [B, H, L, D] (skip_reshape), patch 2.
+- ``wan`` (Wan 2.1): self-attention over video tokens, cross-attention to the text context
+  ([B, L, H*D]); image-to-video models attend to the CLIP image context in a separate call.
 """
 
 from __future__ import annotations
@@ -27,17 +30,24 @@ class Architecture:
     patch_size: int = 1
     image_only_attention: bool = False
     """True when some attention calls see image tokens only (SD3.5 Medium's extra blocks)."""
+    cross_attention_marked: bool = False
+    """True when a patch marks each cross-attention call (UNet attn2_patch); otherwise a
+    cross-attention is the call whose keys have the text context's length."""
 
     def image_tokens(self, latent_shape: tuple[int, ...]) -> int:
-        """Image tokens of a [B, C, H, W] latent after patchification."""
+        """Image tokens of a [B, C, H, W] (or video [B, C, T, H, W]) latent after patchification;
+        frames are not patched."""
+        frames = math.prod(latent_shape[2:-2])
         height, width = latent_shape[-2:]
-        return math.ceil(height / self.patch_size) * math.ceil(width / self.patch_size)
+        return frames * math.ceil(height / self.patch_size) * math.ceil(width / self.patch_size)
 
 
 ARCHITECTURES = {
-    "unet": Architecture("unet", "cross"),
+    "unet": Architecture("unet", "cross", cross_attention_marked=True),
     "mmdit": Architecture("mmdit", "joint", patch_size=2, image_only_attention=True),
     "flux": Architecture("flux", "joint", patch_size=2),
+    "qwen_image": Architecture("qwen_image", "joint", patch_size=2),
+    "wan": Architecture("wan", "cross", patch_size=2),
 }
 
 

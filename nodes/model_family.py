@@ -10,6 +10,8 @@ from ..attention_patches.architectures import ARCHITECTURES, Architecture
 _FAMILY_OF_MODEL_CLASS = (
     (comfy.model_base.Flux, "flux"),
     (comfy.model_base.SD3, "mmdit"),
+    (comfy.model_base.QwenImage, "qwen_image"),
+    (comfy.model_base.WAN21, "wan"),
 )
 _UNET_BASED = comfy.model_base.BaseModel
 

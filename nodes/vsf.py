@@ -26,7 +26,7 @@ from .model_family import architecture_of
 
 LOG = logging.getLogger(__name__)
 HOOK_KEY = "negguide_vsf"
-SUPPORTED_FAMILIES = ("unet", "mmdit", "flux")
+SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "qwen_image", "wan")
 
 
 def _sub_tokenizer(tokenizer, key: str):
@@ -74,6 +74,8 @@ def encode_negative(clip, text: str) -> torch.Tensor:
             variable_len += length
     encoded = clip.encode_from_tokens(encoder_input)
     context_len = encoded.shape[1]
+    if fixed_window == 0:  # every encoder saw its real tokens only (LLM encoders may drop a template)
+        return encoded
     if context_len == fixed_window + variable_len:
         return torch.cat([encoded[:, :fixed_real], encoded[:, fixed_window:]], dim=1)
     if context_len == fixed_window:  # no variable-length encoder loaded (SD3 without T5)
@@ -127,6 +129,13 @@ class VSFHooks:
         cond_or_uncond = transformer_options.get("cond_or_uncond", [0])
         rows_active = torch.tensor([kind == 0 for kind in cond_or_uncond]).repeat_interleave(batch // len(cond_or_uncond))
         image_len = self.architecture.image_tokens(x.shape) if self.architecture.image_only_attention else None
+        unmarked_cross = self.architecture.attention == "cross" and not self.architecture.cross_attention_marked
+        if unmarked_cross and self.architecture.image_tokens(x.shape) == text_len + negative.shape[1]:
+            raise ValueError(
+                f"NegGuideVSF: at this latent size the {self.architecture.family} model has as many image "
+                "tokens as text tokens, so its cross-attention cannot be told from self-attention. "
+                "Change the width or height by one step."
+            )
         layout = _CallLayout(text_len + negative.shape[1], (text_len, text_len + negative.shape[1]), image_len, rows_active)
         transformer_options = {**transformer_options, HOOK_KEY: layout}
         return executor(x, t, c_concat, torch.cat([c_crossattn, negative], dim=1), control, transformer_options, **kwargs)
@@ -157,6 +166,8 @@ class VSFHooks:
         return vsf_joint_attention(attend, q, k, v, layout=joint, output_seq_dim=out_dim, **common)
 
     def _acts_on(self, layout: _CallLayout, q_len: int, k_len: int) -> bool:
+        if self.architecture.attention == "cross" and not self.architecture.cross_attention_marked:
+            return k_len == layout.text_len and q_len != k_len
         if self.architecture.attention == "cross":
             if not layout.expect_cross_attention:
                 return False
@@ -186,7 +197,7 @@ class NegGuideVSF(io.ComfyNode):
                 "it acts on the positive branch only."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to patch (SD1.5/SDXL UNet, SD3/SD3.5, Flux, Chroma)."),
+                io.Model.Input("model", tooltip="The diffusion model to patch: SD1.5/SDXL, SD3/SD3.5, Flux, Chroma, Qwen-Image, Wan 2.1."),
                 io.Clip.Input("clip", tooltip="The text encoder loaded for this model; encodes the negative without padding."),
                 io.String.Input("negative", multiline=True, default="", tooltip="What should not appear. Empty: no effect."),
                 io.Float.Input("scale", default=3.0, min=0.0, max=20.0, step=0.05, round=0.01,
