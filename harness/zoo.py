@@ -1,0 +1,523 @@
+"""A zoo of tiny random-weight models built from ComfyUI's OWN architecture classes.
+
+Every model here is a real ``comfy.supported_models`` config class given a small ``unet_config``,
+turned into a real ``comfy.model_base`` model by ``get_model`` and wrapped in a real
+``comfy.model_patcher.ModelPatcher``; text encoders are real ``comfy.sd.CLIP`` objects around
+ComfyUI's own text-encoder classes with the tokenizers ComfyUI ships, and VAEs are real
+``comfy.sd.VAE`` objects built from a state dict exactly like the stock VAELoader does. Nothing is
+mocked: only the sizes are small and the weights are random (but deterministic).
+
+``build(name, seed)`` returns a :class:`ZooModel`. Built models are cached per (name, seed); every
+call returns fresh ``ModelPatcher.clone()`` / ``CLIP.clone()`` objects of the cached ones, so
+callers may patch them freely (object patches, model_options, wrappers, weight patches). Do not
+write into the shared weight tensors in place.
+
+Weights: one ``torch.Generator`` per (architecture, component, seed), seeded from a SHA-256 of
+those, walks the named parameters of the component (and the buffers ComfyUI leaves as
+torch.empty) in sorted name order: norm weights 1 and norm biases 0; Linear/Conv weights
+~ N(0, 1/fan_in); embedding tables ~ N(0, 1); other biases ~ N(0, 0.02^2); other tensors of
+rank >= 2 (e.g. Wan's ``modulation``) ~ N(0, 0.1^2); scalars and computed buffers keep the value
+the constructor gave them, except the MMDiT ``pos_embed`` buffer (torch.empty in ComfyUI), which
+gets the 2D sin-cos table SD3 checkpoints ship. Output layers are NOT zeroed, so every model gives
+non-trivial, input-dependent outputs. Components: "diffusion_model", "text_encoder", "vae".
+Same seed -> bitwise-identical weights in any process.
+
+Architectures (this ComfyUI 0.3.75 tree). Parameter counts of diffusion model / text encoder /
+VAE; "4 steps" = nodes.common_ksampler, euler/simple, 4 steps, cfg 1, one 64x64-pixel image,
+warm, best of 3, with torch.set_num_threads(1) on the 2-core CPU dev machine while other sessions
+loaded it (load average ~5); "decode" = nodes.VAEDecode of that latent. With torch's default 2
+threads on the same loaded machine the same runs took 0.7-3.4 s (OpenMP threads fighting over
+busy cores): run tiny models single-threaded.
+
+==========  ==========  =========  =========  =========  =======  ======  ==============================
+name        family      diffusion  text enc.  VAE        4 steps  decode  latent / VAE
+==========  ==========  =========  =========  =========  =======  ======  ==============================
+sd15        unet        1.08 M     3.27 M     2.45 M     0.13 s   0.08 s  [B,4,H,W] TAESD
+sdxl        unet        1.24 M     4.88 M     2.45 M     0.11 s   0.07 s  [B,4,H,W] TAESD
+sd3         mmdit       1.63 M     6.54 M     2.46 M     0.08 s   0.08 s  [B,16,H,W] TAESD
+flux        flux        0.49 M     5.41 M     2.46 M     0.13 s   0.07 s  [B,16,H,W] TAESD
+chroma      flux        0.39 M     2.14 M     2.46 M     0.08 s   0.08 s  [B,16,H,W] TAESD
+wan21       wan         0.16 M     1.05 M     0.92 M     0.06 s   0.16 s  [B,16,T,H,W] Wan 2.1 VAE
+qwen_image  qwen_image  0.34 M     5.01 M     0.92 M     0.06 s   0.13 s  [B,16,1,H,W] Wan 2.1 VAE
+==========  ==========  =========  =========  =========  =======  ======  ==============================
+
+A build takes 0.5-2 s (mostly loading the tokenizer vocabularies, done once per process).
+Text-encoder sizes are dominated by the real vocabularies (49408 CLIP, 32128 T5, 152064 Qwen).
+
+Per architecture (what is real, what is shrunk, what deviates):
+
+- sd15: SD15 UNet (32/64 channels, one res block per level, a transformer at both levels and in
+  the middle, 2 heads of 16/32), CLIP-L text model (hidden 64, 3 layers) with the real CLIP
+  tokenizer: 77 tokens per chunk, cross-attention context dim 64. TAESD VAE.
+- sdxl: SDXL UNet (head width 16; like SDXL, NO transformer at the highest-resolution level, so
+  with a 64x64 image attention only runs on the 4x4 level and the middle block), CLIP-L (hidden
+  32) + CLIP-G (hidden 64, projection 64), both with layer -2 like SDXL; context = [l | g] = 96
+  wide; adm = pooled G (64) + 6 * 256 size embeddings = 1600. TAESD VAE.
+- sd3: SD3 (medium layout) MMDiT, depth 2 (hidden 128, 2 heads of 64: MMDiT fixes head width
+  64), pos_embed_max_size 32 (latents up to 64x64, i.e. images up to 512x512 px). Text encoder: CLIP-L + CLIP-G (no T5):
+  ComfyUI pads [l | g] to 4096 channels and hard-codes that width, so a tiny T5 cannot be
+  concatenated to a tiny CLIP pair; the zoo keeps the CLIP pair because it gives a real,
+  prompt-dependent pooled vector (y, 64 + 64 = 128 wide). 77 text tokens. TAESD (16 ch) VAE.
+- flux: Flux dev-like (guidance_embed True), hidden 64, 2 heads, axes_dim [8,12,12], 2 double + 2
+  single blocks. Text encoder: CLIP-L (hidden 64, pooled -> vec_in_dim 64) + T5-XXL class (d_model
+  64, 2 layers) with the real T5 tokenizer: 256 text tokens (Flux pads T5 to 256). TAESD VAE.
+- chroma: Chroma (Flux blocks without per-block modulation, the distilled-guidance Approximator:
+  2 layers, hidden 128), same sizes as flux; T5-only text encoder via ComfyUI's PixArt T5 class
+  (no padding: text length = prompt tokens + EOS). TAESD (16 ch) VAE.
+- wan21: Wan 2.1 t2v (1.3B-style cross-attention DiT): dim 64, ffn 128, 2 heads of 32, 2 blocks,
+  patch (1,2,2). Text encoder: ComfyUI's UMT5-XXL class (d_model 32, 2 layers, masked padding
+  zeroed like Wan) fed 512 tokens like Wan, BUT tokenized with ComfyUI's shipped T5 vocabulary:
+  Wan's real tokenizer is the UMT5 SentencePiece model that ships only inside umt5 checkpoints and
+  needs the ``sentencepiece`` package, which the host does not install. The zoo therefore uses
+  ``sd1_clip.SDTokenizer`` with exactly UMT5XXlTokenizer's settings (no start token, EOS 1, pad 0,
+  min_length 512) over ``text_encoders/t5_tokenizer``. VAE: the real Wan 2.1 VAE class
+  (comfy.ldm.wan.vae.WanVAE, detected by comfy.sd.VAE from its keys) with base width 8.
+  Latents are video latents [B, 16, T, H/8, W/8]; ``empty_latent`` gives one frame (T = 1).
+- qwen_image: Qwen-Image MMDiT (60 -> 2 joint blocks, 2 heads of 32, axes (8,12,12)); text
+  encoder: ComfyUI's Qwen2.5-VL-7B class (hidden 32, 2 layers; head_dim 128 and the 152064-token
+  vocabulary are fixed by ComfyUI) with the real Qwen2.5 tokenizer and chat template (the template
+  prefix is dropped by ComfyUI, so text length = prompt tokens + 5). ComfyUI hard-codes the
+  Qwen2.5-VL vision tower at full size (~630 M parameters, only used for image-edit prompts); the
+  zoo swaps it, right after construction, for a 2-layer ``Qwen2VLVisionTransformer`` of the same
+  class. VAE: tiny Wan 2.1 VAE (Qwen-Image uses the Wan 2.1 VAE). The latent format is 3-D, so
+  ``empty_latent`` gives [B, 16, 1, H/8, W/8] (what sampling returns anyway).
+
+All seven architectures build on ComfyUI 0.3.75; none had to be left out. Where text and image
+tokens sit in each one's attention calls is pinned down by tests/library/test_attention_layout.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+import threading
+from typing import Any, Callable
+
+import torch
+
+ARCHITECTURES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux", "chroma", "wan21", "qwen_image")
+
+FAMILIES: dict[str, str] = {
+    "sd15": "unet",
+    "sdxl": "unet",
+    "sd3": "mmdit",
+    "flux": "flux",
+    "chroma": "flux",
+    "wan21": "wan",
+    "qwen_image": "qwen_image",
+}
+
+# Architectures whose latent format is 3-D (video latents [B, C, T, H, W]).
+VIDEO_LATENT: frozenset[str] = frozenset({"wan21", "qwen_image"})
+
+# Latent channels per architecture (the latent_format's latent_channels).
+LATENT_CHANNELS: dict[str, int] = {
+    "sd15": 4, "sdxl": 4, "sd3": 16, "flux": 16, "chroma": 16, "wan21": 16, "qwen_image": 16,
+}
+
+
+@dataclasses.dataclass
+class ZooModel:
+    name: str
+    family: str
+    model: Any  # comfy.model_patcher.ModelPatcher
+    clip: Any  # comfy.sd.CLIP
+    vae: Any  # comfy.sd.VAE
+    latent_channels: int
+
+    def empty_latent(self, width: int = 64, height: int = 64, batch_size: int = 1) -> dict:
+        """{"samples": zeros} shaped like the stock empty-latent node of this architecture
+        (EmptyLatentImage / EmptySD3LatentImage / EmptyHunyuanLatentVideo with length 1);
+        width and height in pixels."""
+        import comfy.model_management
+
+        shape = [batch_size, self.latent_channels, height // 8, width // 8]
+        if self.name in VIDEO_LATENT:
+            shape.insert(2, 1)
+        return {"samples": torch.zeros(shape, device=comfy.model_management.intermediate_device())}
+
+    def encode(self, text: str) -> list:
+        """The CONDITIONING that CLIPTextEncode produces with ``self.clip``."""
+        import nodes
+
+        return nodes.CLIPTextEncode().encode(self.clip, text)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Deterministic initialisation
+
+
+def _generator(name: str, component: str, seed: int) -> torch.Generator:
+    key = hashlib.sha256(f"negguide-zoo/{name}/{component}/{int(seed)}".encode()).digest()
+    g = torch.Generator(device="cpu")
+    g.manual_seed(int.from_bytes(key[:8], "little") & ((1 << 63) - 1))
+    return g
+
+
+_NORM_ONES = ("weight", "scale", "gamma")
+_NORM_ZEROS = ("bias", "beta")
+
+
+def _is_norm(module: torch.nn.Module) -> bool:
+    return "norm" in type(module).__name__.lower()
+
+
+def _normal(shape, std: float, generator: torch.Generator) -> torch.Tensor:
+    return torch.empty(shape, dtype=torch.float32).normal_(0.0, std, generator=generator)
+
+
+def initialise(module: torch.nn.Module, generator: torch.Generator,
+               special: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> None:
+    """Fill every parameter (and the named ``special`` buffers) of ``module`` deterministically.
+
+    ``special`` maps a parameter/buffer name to a function returning its value (drawing nothing
+    from the generator). Tensors are visited in sorted name order."""
+    special = special or {}
+    owners: dict[str, tuple[torch.nn.Module, str]] = {}
+    for mname, mod in module.named_modules():
+        for pname, _ in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False)):
+            owners.setdefault(f"{mname}.{pname}" if mname else pname, (mod, pname))
+    tensors = dict(module.named_parameters())
+    tensors.update({k: v for k, v in module.named_buffers() if k in special})
+    with torch.no_grad():
+        for key in sorted(tensors):
+            t = tensors[key]
+            if t is None or t.numel() == 0:
+                continue
+            owner, local = owners[key]
+            if key in special:
+                value = special[key](t)
+            elif t.ndim == 0:
+                continue  # scalars (CLIP logit_scale, TAESD vae_scale/vae_shift) keep their value
+            elif _is_norm(owner) and local in _NORM_ONES:  # any shape: Wan VAE's RMS_norm gamma is [C, 1, 1]
+                value = torch.ones(t.shape)
+            elif _is_norm(owner) and local in _NORM_ZEROS:
+                value = torch.zeros(t.shape)
+            elif isinstance(owner, torch.nn.Embedding):
+                value = _normal(t.shape, 1.0, generator)
+            elif t.ndim >= 2 and isinstance(owner, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)):
+                fan_in = t[0].numel()
+                value = _normal(t.shape, fan_in ** -0.5, generator)
+            elif t.ndim == 1:
+                value = _normal(t.shape, 0.02, generator)
+            else:
+                value = _normal(t.shape, 0.1, generator)
+            t.copy_(value.to(dtype=t.dtype, device=t.device))
+
+
+def digest(zoo_model: ZooModel) -> str:
+    """SHA-256 over the weights of a ZooModel's diffusion model, text encoder and VAE."""
+    return state_dict_digest({
+        **{f"diffusion/{k}": v for k, v in zoo_model.model.model.diffusion_model.state_dict().items()},
+        **{f"text_encoder/{k}": v for k, v in zoo_model.clip.cond_stage_model.state_dict().items()},
+        **{f"vae/{k}": v for k, v in zoo_model.vae.first_stage_model.state_dict().items()},
+    })
+
+
+def state_dict_digest(module_or_sd) -> str:
+    """SHA-256 over a state dict's names, dtypes, shapes and bytes (for determinism checks)."""
+    sd = module_or_sd.state_dict() if hasattr(module_or_sd, "state_dict") else module_or_sd
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        t = sd[k]
+        if not torch.is_tensor(t):
+            continue
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def param_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ----------------------------------------------------------------------------------------------
+# Components
+
+
+def _devices():
+    import comfy.model_management as mm
+
+    return mm.get_torch_device(), mm.unet_offload_device()
+
+
+def _diffusion(name: str, seed: int, config_cls, unet_config: dict, extra: dict | None = None,
+               special: dict | None = None):
+    """A real model_base model from a supported_models config class, in a ModelPatcher."""
+    import comfy.model_patcher
+
+    config = config_cls(unet_config)
+    if extra:
+        config.unet_config.update(extra)  # overrides the class's unet_extra_config (head layout)
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({})
+    initialise(model.diffusion_model, _generator(name, "diffusion_model", seed), special)
+    load_device, offload_device = _devices()
+    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+@functools.lru_cache(maxsize=None)
+def _tokenizer_instance(tokenizer_cls):
+    return tokenizer_cls(embedding_directory=None, tokenizer_data={})
+
+
+def _shared_tokenizer(tokenizer_cls):
+    """Tokenizer factory for ClipTarget that loads each (stateless) tokenizer class once per
+    process: loading the vocabularies is most of a build's time."""
+
+    def make(embedding_directory=None, tokenizer_data={}):
+        if embedding_directory is None and not tokenizer_data:
+            return _tokenizer_instance(tokenizer_cls)
+        return tokenizer_cls(embedding_directory=embedding_directory, tokenizer_data=tokenizer_data)
+
+    return make
+
+
+def _clip(name: str, seed: int, tokenizer, clip_model, model_options: dict):
+    """A real comfy.sd.CLIP around a ComfyUI text-encoder class with tiny configs."""
+    import comfy.sd
+    import comfy.supported_models_base
+
+    options = {"dtype": torch.float32, **model_options}
+    target = comfy.supported_models_base.ClipTarget(_shared_tokenizer(tokenizer), clip_model)
+    clip = comfy.sd.CLIP(target, model_options=options)
+    initialise(clip.cond_stage_model, _generator(name, "text_encoder", seed))
+    return clip
+
+
+def _taesd_vae(name: str, seed: int, latent_channels: int):
+    import comfy.sd
+    import comfy.taesd.taesd
+
+    taesd = comfy.taesd.taesd.TAESD(latent_channels=latent_channels)
+    initialise(taesd, _generator(name, "vae", seed))
+    sd = {k: v for k, v in taesd.state_dict().items()}
+    return comfy.sd.VAE(sd=sd)
+
+
+def _wan_vae(name: str, seed: int, dim: int = 8):
+    import comfy.ldm.wan.vae
+    import comfy.sd
+
+    vae = comfy.ldm.wan.vae.WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                                   attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
+    initialise(vae, _generator(name, "vae", seed))
+    return comfy.sd.VAE(sd=dict(vae.state_dict()))
+
+
+def _clip_config(hidden: int, heads: int = 2, layers: int = 3, projection: int | None = None) -> dict:
+    return {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_attention_heads": heads,
+            "num_hidden_layers": layers, "projection_dim": projection or hidden}
+
+
+def _t5_config(d_model: int, heads: int = 2, layers: int = 2, model_type: str = "t5") -> dict:
+    return {"d_model": d_model, "d_ff": 2 * d_model, "d_kv": d_model // heads, "num_heads": heads,
+            "num_layers": layers, "num_decoder_layers": layers, "model_type": model_type}
+
+
+# ----------------------------------------------------------------------------------------------
+# Architectures
+
+
+def _unet_config(model_channels, channel_mult, transformer_depth, transformer_depth_output,
+                 context_dim, adm_in_channels, use_linear) -> dict:
+    return {
+        "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
+        "model_channels": model_channels, "num_res_blocks": [1] * len(channel_mult),
+        "channel_mult": list(channel_mult), "transformer_depth": list(transformer_depth),
+        "transformer_depth_output": list(transformer_depth_output), "transformer_depth_middle": 1,
+        "use_spatial_transformer": True, "legacy": False, "context_dim": context_dim,
+        "adm_in_channels": adm_in_channels, "use_linear_in_transformer": use_linear,
+        "use_temporal_attention": False, "use_temporal_resblock": False,
+        **({"num_classes": "sequential"} if adm_in_channels else {}),
+    }
+
+
+def _build_sd15(name, seed):
+    import comfy.sd1_clip
+    import comfy.supported_models
+
+    clip_hidden = 64
+    model = _diffusion(name, seed, comfy.supported_models.SD15,
+                       _unet_config(32, [1, 2], [1, 1], [1, 1, 1, 1], clip_hidden, None, False),
+                       extra={"num_heads": 2, "num_head_channels": -1})
+    clip = _clip(name, seed, comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel,
+                 {"clip_l_model_config": _clip_config(clip_hidden)})
+    return model, clip, _taesd_vae(name, seed, 4)
+
+
+def _build_sdxl(name, seed):
+    import comfy.sdxl_clip
+    import comfy.supported_models
+
+    l_hidden, g_hidden, g_proj = 32, 64, 64
+    model = _diffusion(name, seed, comfy.supported_models.SDXL,
+                       _unet_config(32, [1, 2], [0, 1], [0, 0, 1, 1], l_hidden + g_hidden,
+                                    g_proj + 6 * 256, True),
+                       extra={"num_heads": -1, "num_head_channels": 16})
+    clip = _clip(name, seed, comfy.sdxl_clip.SDXLTokenizer, comfy.sdxl_clip.SDXLClipModel,
+                 {"clip_l_model_config": _clip_config(l_hidden),
+                  "clip_g_model_config": _clip_config(g_hidden, projection=g_proj)})
+    return model, clip, _taesd_vae(name, seed, 4)
+
+
+def _build_sd3(name, seed):
+    import numpy as np
+
+    import comfy.ldm.modules.diffusionmodules.mmdit as mmdit
+    import comfy.supported_models
+    import comfy.text_encoders.sd3_clip
+
+    depth, max_size = 2, 32
+    hidden = 64 * depth
+    l_hidden, g_hidden, g_proj = 64, 64, 64
+    unet_config = {
+        "in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": depth, "input_size": None,
+        "adm_in_channels": l_hidden + g_proj,
+        "context_embedder_config": {"target": "torch.nn.Linear",
+                                    "params": {"in_features": 4096, "out_features": hidden}},
+        "num_patches": max_size * max_size, "pos_embed_max_size": max_size,
+        "pos_embed_scaling_factor": None, "qk_norm": None, "x_block_self_attn_layers": [],
+    }
+
+    def pos_embed(t):
+        table = mmdit.get_2d_sincos_pos_embed(hidden, max_size)
+        return torch.from_numpy(np.asarray(table, dtype=np.float32)).reshape(t.shape)
+
+    model = _diffusion(name, seed, comfy.supported_models.SD3, unet_config, special={"pos_embed": pos_embed})
+    clip = _clip(name, seed, comfy.text_encoders.sd3_clip.SD3Tokenizer,
+                 comfy.text_encoders.sd3_clip.sd3_clip(clip_l=True, clip_g=True, t5=False),
+                 {"clip_l_model_config": _clip_config(l_hidden),
+                  "clip_g_model_config": _clip_config(g_hidden, projection=g_proj)})
+    return model, clip, _taesd_vae(name, seed, 16)
+
+
+_FLUX_BLOCKS = {"hidden_size": 64, "num_heads": 2, "axes_dim": [8, 12, 12], "depth": 2,
+                "depth_single_blocks": 2, "mlp_ratio": 4.0, "theta": 10000, "patch_size": 2,
+                "qkv_bias": True}
+
+
+def _build_flux(name, seed):
+    import comfy.supported_models
+    import comfy.text_encoders.flux
+
+    clip_hidden, t5_dim = 64, 64
+    unet_config = {"image_model": "flux", "guidance_embed": True, "in_channels": 16, "out_channels": 16,
+                   "vec_in_dim": clip_hidden, "context_in_dim": t5_dim, **_FLUX_BLOCKS}
+    model = _diffusion(name, seed, comfy.supported_models.Flux, unet_config)
+    clip = _clip(name, seed, comfy.text_encoders.flux.FluxTokenizer, comfy.text_encoders.flux.flux_clip(),
+                 {"clip_l_model_config": _clip_config(clip_hidden), "t5xxl_model_config": _t5_config(t5_dim)})
+    return model, clip, _taesd_vae(name, seed, 16)
+
+
+def _build_chroma(name, seed):
+    import comfy.supported_models
+    import comfy.text_encoders.pixart_t5
+
+    t5_dim = 64
+    unet_config = {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": t5_dim,
+                   "in_dim": 64, "out_dim": _FLUX_BLOCKS["hidden_size"], "hidden_dim": 128, "n_layers": 2,
+                   **_FLUX_BLOCKS}
+    model = _diffusion(name, seed, comfy.supported_models.Chroma, unet_config)
+    clip = _clip(name, seed, comfy.text_encoders.pixart_t5.PixArtTokenizer, comfy.text_encoders.pixart_t5.pixart_te(),
+                 {"t5xxl_model_config": _t5_config(t5_dim)})
+    return model, clip, _taesd_vae(name, seed, 16)
+
+
+def _wan_tokenizer(embedding_directory=None, tokenizer_data={}):
+    """ComfyUI's WanT5Tokenizer layout ({"umt5xxl": ...}, no start token, EOS 1, pad 0, at least
+    512 tokens) over the shipped T5 vocabulary; see the module docstring for why."""
+    import comfy.sd1_clip
+    from transformers import T5TokenizerFast
+
+    path = os.path.join(os.path.dirname(os.path.realpath(comfy.sd1_clip.__file__)), "text_encoders", "t5_tokenizer")
+    umt5_like = functools.partial(
+        comfy.sd1_clip.SDTokenizer, path, pad_with_end=False, embedding_size=4096, embedding_key="umt5xxl",
+        tokenizer_class=T5TokenizerFast, has_start_token=False, pad_to_max_length=False,
+        max_length=99999999, min_length=512, pad_token=0)
+    return comfy.sd1_clip.SD1Tokenizer(embedding_directory=embedding_directory, tokenizer_data=tokenizer_data,
+                                       clip_name="umt5xxl", tokenizer=umt5_like)
+
+
+def _build_wan21(name, seed):
+    import comfy.supported_models
+    import comfy.text_encoders.wan
+
+    t5_dim = 32
+    unet_config = {"image_model": "wan2.1", "model_type": "t2v", "patch_size": (1, 2, 2), "in_dim": 16,
+                   "out_dim": 16, "dim": 64, "ffn_dim": 128, "num_heads": 2, "num_layers": 2, "freq_dim": 256,
+                   "text_dim": t5_dim, "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True,
+                   "eps": 1e-6}
+    model = _diffusion(name, seed, comfy.supported_models.WAN21_T2V, unet_config)
+    clip = _clip(name, seed, _wan_tokenizer, comfy.text_encoders.wan.te(),
+                 {"umt5xxl_model_config": {**_t5_config(t5_dim, model_type="umt5"), "vocab_size": 32128}})
+    return model, clip, _wan_vae(name, seed)
+
+
+def _tiny_qwen_vl(device=None, dtype=None, model_options={}, **kwargs):
+    """ComfyUI's Qwen2.5-VL text model, its full-size vision tower swapped for a 2-layer one."""
+    import comfy.text_encoders.qwen_image
+    import comfy.text_encoders.qwen_vl
+
+    te = comfy.text_encoders.qwen_image.Qwen25_7BVLIModel(device=device, dtype=dtype, model_options=model_options,
+                                                          **kwargs)
+    hidden = te.transformer.model.config.hidden_size
+    te.transformer.visual = comfy.text_encoders.qwen_vl.Qwen2VLVisionTransformer(
+        hidden_size=32, output_hidden_size=hidden, intermediate_size=64, num_heads=2, num_layers=2,
+        device=device, dtype=dtype, ops=te.operations)
+    return te
+
+
+def _build_qwen_image(name, seed):
+    import comfy.supported_models
+    import comfy.text_encoders.qwen_image
+
+    te_dim = 32
+    unet_config = {"image_model": "qwen_image", "patch_size": 2, "in_channels": 64, "out_channels": 16,
+                   "num_layers": 2, "attention_head_dim": 32, "num_attention_heads": 2,
+                   "joint_attention_dim": te_dim, "axes_dims_rope": (8, 12, 12)}
+    model = _diffusion(name, seed, comfy.supported_models.QwenImage, unet_config)
+    clip = _clip(name, seed, comfy.text_encoders.qwen_image.QwenImageTokenizer, comfy.text_encoders.qwen_image.te(),
+                 {"qwen25_7b_class": _tiny_qwen_vl,
+                  "qwen25_7b_model_config": {"hidden_size": te_dim, "intermediate_size": 2 * te_dim,
+                                             "num_hidden_layers": 2, "num_attention_heads": 2,
+                                             "num_key_value_heads": 1}})
+    return model, clip, _wan_vae(name, seed)
+
+
+_BUILDERS: dict[str, Callable] = {
+    "sd15": _build_sd15, "sdxl": _build_sdxl, "sd3": _build_sd3, "flux": _build_flux,
+    "chroma": _build_chroma, "wan21": _build_wan21, "qwen_image": _build_qwen_image,
+}
+
+_cache: dict[tuple[str, int], ZooModel] = {}
+_lock = threading.Lock()
+
+
+def build(name: str, seed: int = 0, *, cached: bool = True) -> ZooModel:
+    """A tiny random-weight model of architecture ``name`` (one of ARCHITECTURES).
+
+    Cached per (name, seed); the returned model/clip are clones, safe to patch. ``cached=False``
+    constructs everything afresh and leaves the cache alone (for determinism checks)."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown zoo architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    key = (name, int(seed))
+    if not cached:
+        model, clip, vae = _BUILDERS[name](name, int(seed))
+        return ZooModel(name, FAMILIES[name], model, clip, vae, LATENT_CHANNELS[name])
+    with _lock:
+        master = _cache.get(key)
+        if master is None:
+            model, clip, vae = _BUILDERS[name](name, int(seed))
+            master = ZooModel(name, FAMILIES[name], model, clip, vae, LATENT_CHANNELS[name])
+            _cache[key] = master
+    return dataclasses.replace(master, model=master.model.clone(), clip=master.clip.clone())
+
+
+def clear_cache() -> None:
+    """Forget every cached model (the next build() constructs afresh)."""
+    with _lock:
+        _cache.clear()

@@ -1,0 +1,375 @@
+"""Where text and image tokens sit in every attention call, per architecture, proven on the zoo.
+
+A probe in ``transformer_options["optimized_attention_override"]`` (the single slot that
+comfy/ldm/modules/attention.py ``wrap_attn`` calls as ``override(func, q, k, v, heads, *args,
+**kwargs)``) records every attention call of one model evaluation (1 sampling step, cfg 1, so
+exactly one ``apply_model`` call). Positions are proven by perturbation, not only by shapes: in
+the FIRST attention of the network, changing only the text tokens (same pooled vector) must change
+exactly the text rows and changing only the latent noise exactly the image rows.
+
+Layouts found (ComfyUI 0.3.75):
+
+- Flux / Chroma: joint [txt | img], q/k/v [B, H, txt+img, D] (skip_reshape=True), q/k already
+  RoPE'd (text positions are 0, so text rows are unrotated); transformer_options has block_type
+  "double"/"single", block_index, total_blocks; every double and single block calls the override.
+- SD3 MMDiT: joint [context | x], q and k [B, txt+img, H*D] but v [B, txt+img, H, D] (4-D!),
+  skip_reshape not passed; no block_type/block_index.
+- UNet (SD1.5/SDXL): attn1 self-attention over image tokens only, attn2 queries image tokens and
+  takes k/v from the 77-per-chunk CLIP tokens; q/k/v [B, L, H*D]; transformer_options["block"] =
+  ("input"|"middle"|"output", id) and block_index; attn_precision kwarg.
+- Wan 2.1: per block a self-attention over image tokens (q/k RoPE'd) then a cross-attention to the
+  512 text tokens; q/k/v [B, L, H*D]; no block info in transformer_options at all.
+- Qwen-Image: joint [txt | img] like Flux, q/k/v [B, H, txt+img, D], RoPE'd on BOTH (text
+  positions start after the image's half-size), the mask is passed POSITIONALLY (args[0]);
+  block_type "double", block_index.
+- cfg > 1: cond and uncond run in one batch when their conditioning shapes allow it,
+  transformer_options["cond_or_uncond"] == [1, 0] (uncond first), batch = 2 * batch_size. UNets
+  use CONDCrossAttn, which batches different token counts by REPEATING the shorter one up to the
+  LCM (77 uncond tokens appear twice next to a 154-token prompt); the DiTs use CONDRegular and run
+  prompts of different lengths as separate model calls.
+"""
+
+import dataclasses
+
+import pytest
+import torch
+
+import nodes
+
+from negguide.harness import zoo
+
+WIDTH, HEIGHT = 96, 64  # pixels -> latent 12 x 8, deliberately not square
+LAT_H, LAT_W = HEIGHT // 8, WIDTH // 8
+PROMPT_A = "a red cat"
+PROMPT_B = "a blue dog"  # same token count as PROMPT_A with every tokenizer in the zoo
+
+
+@dataclasses.dataclass
+class Call:
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    heads: int
+    args: tuple
+    kwargs: dict
+    options: dict
+
+    def rows(self, which: str, dim: int, start: int, length: int) -> torch.Tensor:
+        return getattr(self, which).narrow(dim, start, length)
+
+
+class AttentionProbe:
+    """Records every attention call, then runs the original attention unchanged."""
+
+    def __init__(self):
+        self.calls: list[Call] = []
+
+    def __call__(self, func, q, k, v, heads, *args, **kwargs):
+        options = kwargs.get("transformer_options") or {}
+        self.calls.append(Call(
+            q=q.detach().clone(), k=k.detach().clone(), v=v.detach().clone(), heads=heads, args=args,
+            kwargs={key: val for key, val in kwargs.items() if key != "transformer_options"},
+            options={key: options.get(key) for key in
+                     ("block_type", "block_index", "total_blocks", "block", "cond_or_uncond")},
+        ))
+        return func(q, k, v, heads, *args, **kwargs)
+
+
+def run(z, positive, negative=None, seed=1, cfg=1.0, batch_size=1):
+    """One sampling step through nodes.common_ksampler with the probe installed on a clone."""
+    model = z.model.clone()
+    options = model.model_options.setdefault("transformer_options", {})
+    assert "optimized_attention_override" not in options
+    probe = AttentionProbe()
+    options["optimized_attention_override"] = probe
+    latent = z.empty_latent(WIDTH, HEIGHT, batch_size=batch_size)
+    nodes.common_ksampler(model, seed, 1, cfg, "euler", "simple", positive, negative or positive, latent)
+    assert probe.calls, "the override was never called"
+    return probe.calls
+
+
+def text_only(base, other):
+    """``base`` with its token embeddings replaced by ``other``'s: same pooled vector and extras,
+    so only the text tokens differ."""
+    assert base[0][0].shape == other[0][0].shape, "pick prompts with the same token count"
+    assert not torch.equal(base[0][0], other[0][0])
+    return [[other[0][0], dict(base[0][1])]]
+
+
+class Captured:
+    """Forward-hook outputs of a submodule of the (shared) diffusion model, for one run."""
+
+    def __init__(self, module):
+        self.outputs = []
+        self.handle = module.register_forward_hook(lambda mod, inp, out: self.outputs.append(out))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def assert_rows(base, text_changed, image_changed, dim, txt, img, order, which="qkv"):
+    """Text rows change only with the text, image rows only with the image, for q, k and v."""
+    if order == "text_first":
+        spans = {"text": (0, txt), "image": (txt, img)}
+    else:
+        spans = {"image": (0, img), "text": (img, txt)}
+    for attr in which:
+        for part, (start, length) in spans.items():
+            rows = base.rows(attr, dim, start, length)
+            same_under_text = torch.equal(rows, text_changed.rows(attr, dim, start, length))
+            same_under_image = torch.equal(rows, image_changed.rows(attr, dim, start, length))
+            if part == "text":
+                assert not same_under_text, f"{attr}: text rows did not follow the prompt"
+                assert same_under_image, f"{attr}: text rows changed with the image"
+            else:
+                assert same_under_text, f"{attr}: image rows changed with the prompt"
+                assert not same_under_image, f"{attr}: image rows did not follow the latent"
+
+
+def pair_norms(x: torch.Tensor) -> torch.Tensor:
+    """Norms of the (even, odd) channel pairs RoPE rotates: RoPE preserves them."""
+    return x.float().reshape(*x.shape[:-1], -1, 2).norm(dim=-1)
+
+
+def tokens_and_prompts(z):
+    a, b = z.encode(PROMPT_A), z.encode(PROMPT_B)
+    return a, text_only(a, b), a[0][0].shape[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# Flux and Chroma: joint [txt | img] in double AND single blocks
+
+
+@pytest.mark.parametrize("name", ["flux", "chroma"])
+def test_flux_family_joint_layout(name):
+    z = zoo.build(name)
+    dm = z.model.model.diffusion_model
+    a, a_text_b, txt = tokens_and_prompts(z)
+    img = (LAT_H // 2) * (LAT_W // 2)
+    heads, head_dim = dm.num_heads, dm.hidden_size // dm.num_heads
+    if name == "flux":
+        assert txt == 256  # T5 padded to 256 tokens for Flux
+    n_double, n_single = len(dm.double_blocks), len(dm.single_blocks)
+    assert n_double >= 2 and n_single >= 2
+
+    with Captured(dm.double_blocks[0].img_attn.norm) as img_qk, Captured(dm.double_blocks[0].txt_attn.norm) as txt_qk:
+        base = run(z, a)
+    assert [(c.options["block_type"], c.options["block_index"]) for c in base] == (
+        [("double", i) for i in range(n_double)] + [("single", i) for i in range(n_single)])
+    for c in base:
+        assert c.options["total_blocks"] == (n_double if c.options["block_type"] == "double" else n_single)
+        assert c.kwargs.get("skip_reshape") is True and c.heads == heads
+        for t in (c.q, c.k, c.v):
+            assert tuple(t.shape) == (1, heads, txt + img, head_dim)
+
+    text_changed, image_changed = run(z, a_text_b), run(z, a, seed=2)
+    assert_rows(base[0], text_changed[0], image_changed[0], dim=2, txt=txt, img=img, order="text_first")
+
+    # q/k arrive RoPE'd: text positions are 0 (rows unrotated), image rows are rotated in pairs.
+    (pre_img_q, pre_img_k), (pre_txt_q, pre_txt_k) = img_qk.outputs[0], txt_qk.outputs[0]
+    first = base[0]
+    for got, pre_txt, pre_img in ((first.q, pre_txt_q, pre_img_q), (first.k, pre_txt_k, pre_img_k)):
+        assert torch.allclose(got[:, :, :txt], pre_txt, atol=1e-6)
+        assert not torch.allclose(got[:, :, txt:], pre_img, atol=1e-3)
+        assert torch.allclose(pair_norms(got[:, :, txt:]), pair_norms(pre_img), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# SD3 MMDiT: joint [context | x], flattened heads
+
+
+def test_sd3_mmdit_joint_layout():
+    z = zoo.build("sd3")
+    dm = z.model.model.diffusion_model
+    a, a_text_b, txt = tokens_and_prompts(z)
+    img = (LAT_H // 2) * (LAT_W // 2)
+    heads = dm.num_heads
+    head_dim = dm.hidden_size // heads
+    assert txt == 77
+
+    base = run(z, a)
+    assert len(base) == len(dm.joint_blocks)
+    for c in base:
+        assert c.options["block_type"] is None and c.options["block_index"] is None
+        assert not c.kwargs.get("skip_reshape", False) and c.heads == heads
+        assert tuple(c.q.shape) == tuple(c.k.shape) == (1, txt + img, heads * head_dim)
+        assert tuple(c.v.shape) == (1, txt + img, heads, head_dim)  # v keeps its head axis
+
+    text_changed, image_changed = run(z, a_text_b), run(z, a, seed=2)
+    assert_rows(base[0], text_changed[0], image_changed[0], dim=1, txt=txt, img=img, order="text_first")
+
+
+# ------------------------------------------------------------------------------------------------
+# UNet: attn1 over image tokens, attn2 to the CLIP tokens
+
+
+def level_tokens(level):
+    return (LAT_H >> level) * (LAT_W >> level)
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl"])
+def test_unet_self_and_cross_attention(name):
+    z = zoo.build(name)
+    a, a_text_b, txt = tokens_and_prompts(z)
+    assert txt == 77
+
+    base = run(z, a)
+    assert len(base) % 2 == 0
+    selfs, crosses = base[0::2], base[1::2]
+    token_counts = {level_tokens(level) for level in range(3)}
+    for s, c in zip(selfs, crosses):
+        assert s.options["block"] == c.options["block"] and s.options["block"][0] in ("input", "middle", "output")
+        assert s.q.ndim == 3 and s.q.shape[1] == s.k.shape[1] == s.v.shape[1] in token_counts
+        assert c.q.shape[1] == s.q.shape[1]
+        assert c.k.shape[1] == c.v.shape[1] == txt
+        assert s.q.shape[2] == c.k.shape[2]  # heads * dim_head
+        assert c.kwargs.get("attn_precision", "missing") is None
+    if name == "sd15":
+        assert selfs[0].options["block"] == ("input", 1) and selfs[0].q.shape[1] == level_tokens(0)
+    else:  # like SDXL: no transformer at the highest resolution
+        assert all(s.q.shape[1] < level_tokens(0) for s in selfs)
+
+    text_changed, image_changed = run(z, a_text_b), run(z, a, seed=2)
+    # first self-attention: image tokens only (nothing of the text reaches it)
+    for attr in "qkv":
+        assert torch.equal(getattr(selfs[0], attr), getattr(text_changed[0], attr))
+        assert not torch.equal(getattr(selfs[0], attr), getattr(image_changed[0], attr))
+    # first cross-attention: k/v are the text tokens, q the image tokens
+    cross, cross_text, cross_image = crosses[0], text_changed[1], image_changed[1]
+    assert torch.equal(cross.q, cross_text.q) and not torch.equal(cross.q, cross_image.q)
+    for attr in "kv":
+        assert not torch.equal(getattr(cross, attr), getattr(cross_text, attr))
+        assert torch.equal(getattr(cross, attr), getattr(cross_image, attr))
+
+
+def test_unet_cross_attention_takes_77_tokens_per_clip_chunk():
+    z = zoo.build("sd15")
+    long = z.encode(", ".join(["a red cat on a green mat"] * 12))
+    assert long[0][0].shape[1] == 2 * 77
+    calls = run(z, long)
+    assert {c.k.shape[1] for c in calls[1::2]} == {2 * 77}
+
+
+def test_unet_batches_uncond_repeated_to_the_lcm_of_token_counts():
+    z = zoo.build("sd15")
+    pos = z.encode(", ".join(["a red cat on a green mat"] * 12))  # 154 tokens
+    neg = z.encode("blurry")  # 77 tokens
+    calls = run(z, pos, neg, cfg=3.0)
+    cross = calls[1]
+    assert cross.options["cond_or_uncond"] == [1, 0]
+    assert cross.k.shape[0] == 2 and cross.k.shape[1] == 154
+    uncond_k = cross.k[0]
+    assert torch.equal(uncond_k[:77], uncond_k[77:]), "uncond tokens are repeated, not padded"
+    assert not torch.equal(cross.k[1, :77], cross.k[1, 77:])
+
+
+# ------------------------------------------------------------------------------------------------
+# Wan 2.1: self-attention over the video tokens, cross-attention to the 512 text tokens
+
+
+def test_wan_self_and_cross_attention():
+    z = zoo.build("wan21")
+    dm = z.model.model.diffusion_model
+    a, a_text_b, txt = tokens_and_prompts(z)
+    assert txt == 512
+    img = 1 * (LAT_H // 2) * (LAT_W // 2)  # T x H/2 x W/2 with patch (1, 2, 2)
+    dim = dm.dim
+
+    with Captured(dm.blocks[0].self_attn.norm_k) as self_k, Captured(dm.blocks[0].cross_attn.norm_k) as cross_k:
+        base = run(z, a)
+    assert len(base) == 2 * len(dm.blocks)
+    selfs, crosses = base[0::2], base[1::2]
+    for s, c in zip(selfs, crosses):
+        for key in ("block_type", "block_index", "total_blocks", "block"):
+            assert s.options[key] is None and c.options[key] is None
+        assert tuple(s.q.shape) == tuple(s.k.shape) == tuple(s.v.shape) == (1, img, dim)
+        assert tuple(c.q.shape) == (1, img, dim) and tuple(c.k.shape) == tuple(c.v.shape) == (1, txt, dim)
+        assert s.heads == c.heads == dm.num_heads
+
+    text_changed, image_changed = run(z, a_text_b), run(z, a, seed=2)
+    for attr in "qkv":
+        assert torch.equal(getattr(selfs[0], attr), getattr(text_changed[0], attr))
+        assert not torch.equal(getattr(selfs[0], attr), getattr(image_changed[0], attr))
+    assert torch.equal(crosses[0].q, text_changed[1].q) and not torch.equal(crosses[0].q, image_changed[1].q)
+    for attr in "kv":
+        assert not torch.equal(getattr(crosses[0], attr), getattr(text_changed[1], attr))
+        assert torch.equal(getattr(crosses[0], attr), getattr(image_changed[1], attr))
+
+    # self-attention k is RoPE'd (rotated pairs of the normed projection), cross-attention k is not
+    heads = dm.num_heads
+    pre = self_k.outputs[0].reshape(1, img, heads, -1)
+    got = selfs[0].k.reshape(1, img, heads, -1)
+    assert not torch.allclose(got, pre, atol=1e-3)
+    assert torch.allclose(pair_norms(got), pair_norms(pre), rtol=1e-4, atol=1e-5)
+    assert torch.equal(crosses[0].k, cross_k.outputs[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Qwen-Image: joint [txt | img], RoPE on both
+
+
+def test_qwen_image_joint_layout():
+    z = zoo.build("qwen_image")
+    dm = z.model.model.diffusion_model
+    a, a_text_b, txt = tokens_and_prompts(z)
+    img = (LAT_H // 2) * (LAT_W // 2)
+    attn0 = dm.transformer_blocks[0].attn
+    heads, head_dim = attn0.heads, attn0.dim_head
+
+    with Captured(attn0.norm_k) as img_k, Captured(attn0.norm_added_k) as txt_k:
+        base = run(z, a)
+    assert [(c.options["block_type"], c.options["block_index"]) for c in base] == [
+        ("double", i) for i in range(len(dm.transformer_blocks))]
+    for c in base:
+        assert c.kwargs.get("skip_reshape") is True and c.heads == heads
+        assert len(c.args) == 1 and c.args[0] is None  # the (absent) mask, passed positionally
+        for t in (c.q, c.k, c.v):
+            assert tuple(t.shape) == (1, heads, txt + img, head_dim)
+
+    text_changed, image_changed = run(z, a_text_b), run(z, a, seed=2)
+    assert_rows(base[0], text_changed[0], image_changed[0], dim=2, txt=txt, img=img, order="text_first")
+
+    k = base[0].k
+    for got, pre in ((k[:, :, :txt], txt_k.outputs[0]), (k[:, :, txt:], img_k.outputs[0])):
+        assert not torch.allclose(got, pre, atol=1e-3)  # both streams are rotated
+        assert torch.allclose(pair_norms(got), pair_norms(pre), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Every architecture: batching of cond and uncond under cfg > 1
+
+
+@pytest.mark.parametrize("name", zoo.ARCHITECTURES)
+def test_cfg_batches_uncond_first(name):
+    z = zoo.build(name)
+    pos, neg = z.encode(PROMPT_A), z.encode(PROMPT_B)
+    guided = run(z, pos, neg, cfg=3.0, batch_size=2)
+    alone = run(z, pos, batch_size=2)
+    assert len(guided) == len(alone)
+    for g, c in zip(guided, alone):
+        assert g.options["cond_or_uncond"] == [1, 0] and c.options["cond_or_uncond"] == [0]
+        assert g.q.shape[0] == 4 and c.q.shape[0] == 2
+        # the second half of the guided batch is the cond-only evaluation
+        for attr in "qkv":
+            assert torch.allclose(getattr(g, attr)[2:], getattr(c, attr), rtol=1e-4, atol=1e-4)
+    # ... and the first half is the negative prompt's (the last attention always sees the text)
+    assert not torch.allclose(guided[-1].k[:2], alone[-1].k, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["flux", "chroma", "qwen_image"])
+def test_dits_run_prompts_of_different_length_separately(name):
+    z = zoo.build(name)
+    pos, neg = z.encode("red red red red red red"), z.encode("red")
+    if name == "flux":  # T5 is padded to 256 tokens: equal lengths, one batch
+        assert pos[0][0].shape == neg[0][0].shape
+        assert {c.q.shape[0] for c in run(z, pos, neg, cfg=3.0)} == {2}
+        return
+    assert pos[0][0].shape[1] != neg[0][0].shape[1]
+    calls = run(z, pos, neg, cfg=3.0)
+    per_pass = len(run(z, pos))
+    assert len(calls) == 2 * per_pass
+    assert {c.q.shape[0] for c in calls} == {1}
+    assert sorted(c.options["cond_or_uncond"][0] for c in calls) == [0] * per_pass + [1] * per_pass
