@@ -183,6 +183,27 @@ class VSFHooks:
         return layout.image_len is None or q_len == layout.text_len + layout.image_len
 
 
+def apply_vsf(model, architecture: Architecture, negative_tokens: torch.Tensor, scale: float, bias: float,
+              start_percent: float, end_percent: float):
+    """A clone of ``model`` (a ModelPatcher) with VSF attached for the unpadded negative tokens
+    [1, n, D]: the APPLY_MODEL wrapper, the chained attention override and, on UNets, the attn2
+    marker."""
+    patched = model.clone()
+    model_sampling = patched.get_model_object("model_sampling")
+    transformer_options = patched.model_options.setdefault("transformer_options", {})
+    hooks = VSFHooks(
+        architecture, negative_tokens.cpu(), scale, bias,
+        sigma_start=float(model_sampling.percent_to_sigma(start_percent)),
+        sigma_end=float(model_sampling.percent_to_sigma(end_percent)),
+        previous_override=transformer_options.get("optimized_attention_override"),
+    )
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY, hooks.apply_model_wrapper)
+    transformer_options["optimized_attention_override"] = hooks.attention_override
+    if architecture.cross_attention_marked:
+        patched.set_model_attn2_patch(hooks.mark_cross_attention)
+    return patched
+
+
 class NegGuideVSF(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -223,18 +244,5 @@ class NegGuideVSF(io.ComfyNode):
             return io.NodeOutput(model)
         if model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY):
             raise ValueError("NegGuideVSF is already applied to this model: put every negative concept into one NegGuideVSF node.")
-        negative_tokens = encode_negative(clip, negative)
-        patched = model.clone()
-        model_sampling = patched.get_model_object("model_sampling")
-        transformer_options = patched.model_options.setdefault("transformer_options", {})
-        hooks = VSFHooks(
-            architecture, negative_tokens.cpu(), scale, bias,
-            sigma_start=float(model_sampling.percent_to_sigma(start_percent)),
-            sigma_end=float(model_sampling.percent_to_sigma(end_percent)),
-            previous_override=transformer_options.get("optimized_attention_override"),
-        )
-        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY, hooks.apply_model_wrapper)
-        transformer_options["optimized_attention_override"] = hooks.attention_override
-        if architecture.attention == "cross":
-            patched.set_model_attn2_patch(hooks.mark_cross_attention)
+        patched = apply_vsf(model, architecture, encode_negative(clip, negative), scale, bias, start_percent, end_percent)
         return io.NodeOutput(patched)
