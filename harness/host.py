@@ -7,13 +7,11 @@ parser sees ``--cpu --use-pytorch-cross-attention`` before ``comfy.cli_args`` or
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PACK_MODULE = "negguide"
 LIBRARY_ARGS = ("--cpu", "--use-pytorch-cross-attention", "--disable-all-custom-nodes")
 
 
@@ -36,26 +34,13 @@ def comfyui_root() -> Path:
     return root.resolve()
 
 
-def import_pack():
-    """Import this repository as the package ``negguide`` (how ComfyUI sees it: a package whose
-    modules use relative imports), without needing ComfyUI for the pure-math parts."""
-    if PACK_MODULE in sys.modules:
-        return sys.modules[PACK_MODULE]
-    spec = importlib.util.spec_from_file_location(
-        PACK_MODULE, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_MODULE] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 _booted = False
 
 
-def boot_library_mode() -> Path:
+def boot_library_mode(cpu: bool = True) -> Path:
     """Make ``comfy``, ``nodes`` and ``comfy_api`` importable in this process, on CPU, with
-    PyTorch attention. Idempotent; returns the ComfyUI root."""
+    PyTorch attention. Idempotent; returns the ComfyUI root. ``cpu=False`` leaves out ``--cpu``
+    so ComfyUI picks the accelerator (benchmarks on a GPU machine); the first call decides."""
     global _booted
     root = comfyui_root()
     if _booted:
@@ -63,7 +48,7 @@ def boot_library_mode() -> Path:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     saved_argv = sys.argv
-    sys.argv = [saved_argv[0], *LIBRARY_ARGS]
+    sys.argv = [saved_argv[0], *(a for a in LIBRARY_ARGS if cpu or a != "--cpu")]
     try:
         import comfy.options
 
