@@ -6,6 +6,7 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
+from .negtome import NegGuideNegToMe
 from .vsf import NegGuideVSF
 
 TEST_NODES_ENV = "NEGGUIDE_TEST_NODES"
@@ -15,7 +16,7 @@ TEST_NODES_ENV = "NEGGUIDE_TEST_NODES"
 class NegGuideExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        node_list: list[type[io.ComfyNode]] = [NegGuideVSF]
+        node_list: list[type[io.ComfyNode]] = [NegGuideVSF, NegGuideNegToMe]
         if os.environ.get(TEST_NODES_ENV) == "1":
             from ..harness.test_nodes import TEST_NODES
 
