@@ -6,6 +6,7 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
+from .dng import NegGuideDNG, NegGuideDNGGuider, NegGuideDNGPlot
 from .negtome import NegGuideNegToMe
 from .vsf import NegGuideVSF
 
@@ -16,7 +17,13 @@ TEST_NODES_ENV = "NEGGUIDE_TEST_NODES"
 class NegGuideExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        node_list: list[type[io.ComfyNode]] = [NegGuideVSF, NegGuideNegToMe]
+        node_list: list[type[io.ComfyNode]] = [
+            NegGuideVSF,
+            NegGuideNegToMe,
+            NegGuideDNG,
+            NegGuideDNGGuider,
+            NegGuideDNGPlot,
+        ]
         if os.environ.get(TEST_NODES_ENV) == "1":
             from ..harness.test_nodes import TEST_NODES
 
