@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PACK_MODULE = "negguide"
+"""The pack's folder name under custom_nodes/ (and its package name in tests and tools)."""
 LIBRARY_ARGS = ("--cpu", "--use-pytorch-cross-attention", "--disable-all-custom-nodes")
 
 
