@@ -18,5 +18,8 @@ test-library: setup
 test-server: setup
 	$(PYTHON) -m pytest tests/server $(PYTEST_ARGS)
 
+demo: setup
+	$(PYTHON) scripts/demo.py
+
 bench: setup
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
