@@ -1,0 +1,39 @@
+"""Benchmark case for NegGuideNegToMe (registered on import; bench/run.py must import this module).
+
+NegToMe in batch-diversity mode at batch 4 (the run's latent repeated to 4 images; the
+conditioning is broadcast by ComfyUI), reference settings alpha 0.9, tau 0.65, against plain
+sampling of the same batch-4 latent:
+
+* ``negtome-early``: the reference window, the first 20% of the schedule (start 0, end 0.2);
+* ``negtome-full``: every step (start 0, end 1).
+
+The issue's targets (1024 px, real width, batch 4): at most 1.03x (early) and 1.06x (full).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..nodes.model_family import architecture_of
+from ..nodes.negtome import SUPPORTED_FAMILIES, apply_negtome
+from .cases import CaseContext, case
+from .timing import Variant
+
+BATCH = 4
+
+
+@case("negtome", "NegToMe batch diversity at batch 4: early window (first 20%) and every step vs plain")
+def _negtome(ctx: CaseContext):
+    samples = ctx.model.latent["samples"]
+    model = dataclasses.replace(ctx.model, latent={"samples": samples[:1].repeat(BATCH, *([1] * (samples.ndim - 1)))})
+    architecture = architecture_of(model.patcher, "NegGuideNegToMe", SUPPORTED_FAMILIES)
+
+    def run(patcher):
+        return lambda: model.sample(patcher, steps=ctx.steps, seed=ctx.seed)
+
+    early = apply_negtome(model.patcher, architecture, 0.9, 0.65, 0.0, 0.2)
+    full = apply_negtome(model.patcher, architecture, 0.9, 0.65, 0.0, 1.0)
+    return Variant(f"baseline-b{BATCH}", run(None), f"plain sampling, batch {BATCH}"), [
+        Variant("negtome-early", run(early), "alpha 0.9, tau 0.65, window 0-20%"),
+        Variant("negtome-full", run(full), "alpha 0.9, tau 0.65, every step"),
+    ]
