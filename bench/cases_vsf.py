@@ -1,8 +1,8 @@
 """VSF benchmark case (issue targets: per step <= 1.05x the no-negative single pass, < 0.55x of
 CFG with the same negative, peak memory <= 1.05x).
 
-The negative is the bench model's own negative conditioning cut to ``--vsf-tokens`` real tokens
-(77 by default, a CLIP-window negative), attached with the same ``apply_vsf`` the node uses. All
+The negative is the bench model's own negative conditioning cut to 77 real tokens (a full
+CLIP-window negative), attached with the same ``apply_vsf`` the node uses. All
 variants sample the same latent, seed and steps; VSF and the plain pass run at cfg 1 (one model
 evaluation per step), CFG at the bench model's cfg (or 4.5 if that is 1) with the negative as the
 second branch.
@@ -10,36 +10,25 @@ second branch.
 
 from __future__ import annotations
 
+from ..nodes.model_family import architecture_of
+from ..nodes.vsf import SUPPORTED_FAMILIES, apply_vsf
 from .cases import CaseContext, case
 from .timing import Variant
 
-BENCH_FAMILIES = {"flux": "flux", "sd3": "mmdit", "sdxl": "unet"}
 NEGATIVE_TOKENS = 77
 
 
 @case("vsf", "VSF at cfg 1 vs the no-negative single pass, and vs CFG with the same negative")
 def _vsf(ctx: CaseContext):
-    from ..attention_patches.architectures import ARCHITECTURES
-    from ..nodes.vsf import apply_vsf
-
     model = ctx.model
-    family = BENCH_FAMILIES[_family_of(model.arch)]
-    tokens = int(ctx.options.get("vsf_tokens") or NEGATIVE_TOKENS)
-    negative_tokens = model.negative[0][0][:1, :tokens]
-    patched = apply_vsf(model.patcher, ARCHITECTURES[family], negative_tokens, scale=3.0, bias=0.1,
+    architecture = architecture_of(model.patcher, "NegGuideVSF", SUPPORTED_FAMILIES)
+    negative_tokens = model.negative[0][0][:1, :NEGATIVE_TOKENS]
+    patched = apply_vsf(model.patcher, architecture, negative_tokens, scale=3.0, bias=0.1,
                         start_percent=0.0, end_percent=1.0)
     cfg = model.cfg if model.cfg != 1.0 else 4.5
     baseline = Variant("no-negative", ctx.sampler(cfg=1.0), "cfg 1, one model evaluation per step")
     return baseline, [
-        Variant("vsf", ctx.sampler(patched, cfg=1.0), f"VSF, {tokens} negative tokens, cfg 1"),
+        Variant("vsf", ctx.sampler(patched, cfg=1.0), f"VSF, {NEGATIVE_TOKENS} negative tokens, cfg 1"),
         Variant("cfg-negative", ctx.sampler(cfg=cfg), f"CFG {cfg} with the negative as the second branch"),
     ]
 
-
-def _family_of(arch: str) -> str:
-    for prefix in BENCH_FAMILIES:
-        if arch.startswith(prefix):
-            return prefix
-    if arch.startswith("sd35"):
-        return "sd3"
-    raise ValueError(f"no VSF family for bench arch {arch!r}")
