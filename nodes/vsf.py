@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
-from typing_extensions import override
 
 import comfy.patcher_extension
 from comfy_api.latest import io

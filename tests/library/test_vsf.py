@@ -11,7 +11,7 @@ import nodes
 from negguide.attention_patches.architectures import ARCHITECTURES
 from negguide.harness import zoo
 from negguide.nodes import vsf as vsf_node
-from negguide.nodes.vsf import NegGuideVSF, VSFHooks
+from negguide.nodes.vsf import NegGuideVSF
 
 SUPPORTED = [name for name in zoo.ARCHITECTURES if zoo.build(name).family in vsf_node.SUPPORTED_FAMILIES]
 NEGATIVE = "a red square"

@@ -73,7 +73,7 @@ def test_cross_attention_on_flat_layout_with_seq_dim_1():
 def joint_reference(q, k, v, layout, alpha, beta):
     """Independent construction: append an explicit flipped copy Nf to keys/values and apply
     the paper's visibility as a dense (L_q x L_k) mask in one softmax."""
-    (p0, p1), (n0, n1), (i0, i1) = layout.positive, layout.negative, layout.image
+    n0, n1 = layout.negative
     k_all = torch.cat([k, k[:, :, n0:n1]], dim=2)
     v_all = torch.cat([v, -alpha * v[:, :, n0:n1]], dim=2)
     length = k.shape[2]
