@@ -6,7 +6,9 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
+from .blip2 import NegGuideBLIP2Caption, NegGuideBLIP2Loader
 from .dng import NegGuideDNG, NegGuideDNGGuider, NegGuideDNGPlot
+from .dns import NegGuideDNS, NegGuideDNSGuider
 from .negtome import NegGuideNegToMe
 from .vsf import NegGuideVSF
 
@@ -23,6 +25,10 @@ class NegGuideExtension(ComfyExtension):
             NegGuideDNG,
             NegGuideDNGGuider,
             NegGuideDNGPlot,
+            NegGuideDNS,
+            NegGuideDNSGuider,
+            NegGuideBLIP2Loader,
+            NegGuideBLIP2Caption,
         ]
         if os.environ.get(TEST_NODES_ENV) == "1":
             from ..harness.test_nodes import TEST_NODES

@@ -1,0 +1,99 @@
+"""NegGuideDNS / NegGuideDNSGuider through ComfyUI's real sampling code on zoo models: sd15 (EPS)
+and sd3 (flow-matching). The paper's definition: DNS = CFG with the empty prompt as the positive
+and the prompt as the negative; both nodes must give the very latents of that stock run."""
+
+import copy
+
+import pytest
+import torch
+
+import comfy.sample
+import comfy.samplers
+import nodes
+
+from negguide.harness import zoo
+from negguide.nodes.dns import NegGuideDNS, NegGuideDNSGuider, is_dns_patched, zero_conditioning
+
+PROMPT = "a blue circle on grass"
+STEPS = 3
+CFG = 3.0
+
+
+@pytest.fixture(scope="module", params=["sd15", "sd3"])
+def entry(request):
+    return zoo.build(request.param)
+
+
+def ksample(entry, model, positive, negative, *, cfg=CFG, seed=5, sampler="euler"):
+    latent = entry.empty_latent(32, 32, 2)
+    return nodes.common_ksampler(model, seed, STEPS, cfg, sampler, "normal", positive, negative, latent)[0]["samples"]
+
+
+def guider_sample(entry, guider, *, seed=5, sampler="euler"):
+    latent = entry.empty_latent(32, 32, 2)["samples"]
+    noise = comfy.sample.prepare_noise(latent, seed)
+    sigmas = comfy.samplers.calculate_sigmas(guider.model_patcher.get_model_object("model_sampling"), "normal", STEPS)
+    return guider.sample(noise, latent, comfy.samplers.sampler_object(sampler), sigmas, seed=seed, disable_pbar=True)
+
+
+def test_patch_equals_stock_sampler_with_swapped_prompts(entry):
+    p, empty = entry.encode(PROMPT), entry.encode("")
+    model = entry.model
+    options_before = copy.copy(model.model_options)
+    patched = NegGuideDNS.execute(model).args[0]
+    assert model.model_options == options_before and not is_dns_patched(model)  # input untouched
+    dns = ksample(entry, patched, p, empty)  # the prompt as the positive, as in a normal run
+    stock = ksample(entry, model, empty, p)  # the paper: positive "", negative p
+    plain = ksample(entry, model, p, empty)
+    assert torch.equal(dns, stock)
+    assert not torch.allclose(dns, plain)  # and it is not the normal image
+
+
+def test_guider_equals_stock_sampler_with_swapped_prompts(entry):
+    p, empty = entry.encode(PROMPT), entry.encode("")
+    guider = NegGuideDNSGuider.execute(entry.model, p, CFG, empty_conditioning=empty).args[0]
+    stock = ksample(entry, entry.model, empty, p)
+    assert torch.equal(guider_sample(entry, guider).to(stock), stock)
+
+
+def test_guider_without_empty_uses_zeroed_prompt(entry):
+    p = entry.encode(PROMPT)
+    guider = NegGuideDNSGuider.execute(entry.model, p, CFG).args[0]
+    stock = ksample(entry, entry.model, zero_conditioning(p), p)
+    assert torch.equal(guider_sample(entry, guider).to(stock), stock)
+
+
+def test_patch_at_cfg_one_is_the_empty_prompts_image(entry):
+    """cfg 1: D = D_empty (ComfyUI's cfg-1 shortcut, which would drop the negative, is disabled)."""
+    p, empty = entry.encode(PROMPT), entry.encode("")
+    patched = NegGuideDNS.execute(entry.model).args[0]
+    dns = ksample(entry, patched, p, empty, cfg=1.0)
+    stock = ksample(entry, entry.model, empty, empty, cfg=1.0)
+    assert torch.allclose(dns, stock, atol=1e-4)
+
+
+def test_patch_composes_with_an_existing_cfg_function():
+    """A sampler_cfg_function set before the patch sees the swapped predictions, exactly as in a
+    stock run with swapped prompts (the single slot is neither overwritten nor refused)."""
+    entry = zoo.build("sd15")
+    p, empty = entry.encode(PROMPT), entry.encode("")
+
+    def halfway(args):  # a custom CFG: half the usual scale
+        return args["input"] - (args["uncond_denoised"] + (args["cond_denoised"] - args["uncond_denoised"]) * (args["cond_scale"] / 2))
+
+    base = entry.model.clone()
+    base.set_model_sampler_cfg_function(halfway)
+    dns = ksample(entry, NegGuideDNS.execute(base).args[0], p, empty)
+    stock = ksample(entry, base, empty, p)
+    assert torch.equal(dns, stock)
+
+
+def test_errors():
+    entry = zoo.build("sd15")
+    patched = NegGuideDNS.execute(entry.model).args[0]
+    with pytest.raises(ValueError, match="already applied"):
+        NegGuideDNS.execute(patched)
+    with pytest.raises(ValueError, match="patched by NegGuideDNS"):
+        NegGuideDNSGuider.execute(patched, entry.encode(PROMPT), CFG)
+    with pytest.raises(ValueError, match="conditioning is missing"):
+        NegGuideDNSGuider.execute(entry.model, [], CFG)
