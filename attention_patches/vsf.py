@@ -29,6 +29,7 @@ the sequence axis of q/k/v (1 for [B, L, H*D], 2 for [B, H, L, D]).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -149,3 +150,53 @@ def vsf_joint_attention(
         layout.negative: attention(queries(layout.negative), k, v, negative_bias),
     }
     return torch.cat([outputs[group] for group in sorted(outputs)], dim=output_seq_dim)
+
+
+def negative_attention_mass(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    negative: tuple[int, int],
+    beta: float,
+    heads: int,
+    seq_dim: int,
+    query_chunk: int = 1024,
+) -> torch.Tensor:
+    """Where the negative acts: the share of each query's attention that falls on the (flipped)
+    negative columns, with their -beta bias, averaged over heads: [B, L_q].
+
+    This is 1 - W of the paper's weighted form (the weight of Z-), the quantity its attention-map
+    figure shows per image token. Computed explicitly in query chunks (peak extra memory
+    B x H x query_chunk x L_k logits), so it costs about one more QK^T: for inspection only."""
+    if seq_dim == 1:  # [B, L, H*D] or [B, L, H, D] -> [B, H, L, D]
+        q, k = (t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2) for t in (q, k))
+    scale = q.shape[-1] ** -0.5
+    bias = torch.zeros(k.shape[2], dtype=q.dtype, device=q.device)
+    bias[negative[0]:negative[1]] = -beta
+    masses = []
+    for start in range(0, q.shape[2], query_chunk):
+        logits = q[:, :, start:start + query_chunk] @ k.transpose(-1, -2) * scale + bias
+        share = logits.softmax(-1)[..., negative[0]:negative[1]].sum(-1)
+        masses.append(share.mean(1))
+    return torch.cat(masses, dim=1)
+
+
+def mass_on_latent_grid(masses: dict[int, list[torch.Tensor]], latent_shape: tuple[int, ...],
+                        patch_size: int) -> torch.Tensor:
+    """Average per-token negative-attention masses of one model call into one map over the
+    latent grid [B, H, W]. ``masses`` maps a token count to the [B, L] masses of every attention
+    call with that many image tokens: one count for DiTs (patch grid), several for UNets (each
+    resolution level, 1/2^k of the latent); video frames are averaged."""
+    height, width = latent_shape[-2:]
+    frames = math.prod(latent_shape[2:-2])
+    maps = []
+    for tokens, calls in masses.items():
+        factor = patch_size
+        while frames * math.ceil(height / factor) * math.ceil(width / factor) > tokens:
+            factor *= 2
+        grid = (math.ceil(height / factor), math.ceil(width / factor))
+        if frames * grid[0] * grid[1] != tokens:
+            raise ValueError(f"{tokens} image tokens do not tile a {height}x{width} latent.")
+        mean = torch.stack(calls).mean(0).reshape(-1, frames, *grid).mean(1, keepdim=True)
+        maps.append(torch.nn.functional.interpolate(mean, size=(height, width), mode="bilinear")[:, 0])
+    return torch.stack(maps).mean(0)

@@ -10,7 +10,7 @@ from .blip2 import NegGuideBLIP2Caption, NegGuideBLIP2Loader
 from .dng import NegGuideDNG, NegGuideDNGGuider, NegGuideDNGPlot
 from .dns import NegGuideDNS, NegGuideDNSGuider
 from .negtome import NegGuideNegToMe
-from .vsf import NegGuideVSF
+from .vsf import NegGuideVSF, NegGuideVSFAttentionMap
 
 TEST_NODES_ENV = "NEGGUIDE_TEST_NODES"
 """Set to 1 to also register the test-only nodes of ``harness/`` (never for users)."""
@@ -21,6 +21,7 @@ class NegGuideExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         node_list: list[type[io.ComfyNode]] = [
             NegGuideVSF,
+            NegGuideVSFAttentionMap,
             NegGuideNegToMe,
             NegGuideDNG,
             NegGuideDNGGuider,

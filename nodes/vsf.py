@@ -20,7 +20,13 @@ import comfy.patcher_extension
 from comfy_api.latest import io
 
 from ..attention_patches.architectures import Architecture, sequence_dims
-from ..attention_patches.vsf import JointLayout, vsf_cross_attention, vsf_joint_attention
+from ..attention_patches.vsf import (
+    JointLayout,
+    mass_on_latent_grid,
+    negative_attention_mass,
+    vsf_cross_attention,
+    vsf_joint_attention,
+)
 from .model_family import architecture_of
 
 LOG = logging.getLogger(__name__)
@@ -96,13 +102,15 @@ class _CallLayout:
     image_len: int | None
     rows_active: torch.Tensor
     expect_cross_attention: bool = field(default=False)
+    negative_mass: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    """With recording on: image-token count -> [B, L] attention masses on N of each call."""
 
 
 class VSFHooks:
     """The wrapper, attention override and attn2 patch that NegGuideVSF attaches."""
 
     def __init__(self, architecture: Architecture, negative: torch.Tensor, alpha: float, beta: float,
-                 sigma_start: float, sigma_end: float, previous_override=None):
+                 sigma_start: float, sigma_end: float, previous_override=None, record: bool = False):
         self.architecture = architecture
         self.negative = negative
         self.alpha = alpha
@@ -110,6 +118,14 @@ class VSFHooks:
         self.sigma_start = sigma_start
         self.sigma_end = sigma_end
         self.previous_override = previous_override
+        self.record = record
+        self.maps: list[tuple[float, torch.Tensor]] = []
+        """With recording on: (sigma, [B_cond, H, W] map) per model call of the last run."""
+
+    def reset_per_run(self, executor, *args, **kwargs):
+        """OUTER_SAMPLE wrapper (recording only): each sampling run starts a new record."""
+        self.maps = []
+        return executor(*args, **kwargs)
 
     def apply_model_wrapper(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         sigma = float(t.max())
@@ -137,7 +153,11 @@ class VSFHooks:
             )
         layout = _CallLayout(text_len + negative.shape[1], (text_len, text_len + negative.shape[1]), image_len, rows_active)
         transformer_options = {**transformer_options, HOOK_KEY: layout}
-        return executor(x, t, c_concat, torch.cat([c_crossattn, negative], dim=1), control, transformer_options, **kwargs)
+        out = executor(x, t, c_concat, torch.cat([c_crossattn, negative], dim=1), control, transformer_options, **kwargs)
+        if self.record and layout.negative_mass:
+            grid = mass_on_latent_grid(layout.negative_mass, tuple(x.shape), self.architecture.patch_size)
+            self.maps.append((sigma, grid[rows_active]))
+        return out
 
     def mark_cross_attention(self, n, context_attn2, value_attn2, extra_options):
         layout = extra_options.get(HOOK_KEY)
@@ -159,10 +179,18 @@ class VSFHooks:
             raise ValueError("NegGuideVSF does not support attention masks on this model yet.")
         common = dict(alpha=self.alpha, beta=self.beta, rows_active=layout.rows_active, seq_dim=seq_dim)
         if self.architecture.attention == "cross":
+            if self.record:
+                self._record_mass(layout, q, k, heads, seq_dim)
             return vsf_cross_attention(attend, q, k, v, negative=layout.negative, **common)
         image_len = q.shape[seq_dim] - layout.text_len
         joint = JointLayout.text_first(layout.negative[0], layout.negative[1] - layout.negative[0], image_len)
+        if self.record:
+            self._record_mass(layout, q.narrow(seq_dim, layout.text_len, image_len), k, heads, seq_dim)
         return vsf_joint_attention(attend, q, k, v, layout=joint, output_seq_dim=out_dim, **common)
+
+    def _record_mass(self, layout: _CallLayout, image_queries, k, heads: int, seq_dim: int) -> None:
+        mass = negative_attention_mass(image_queries, k, negative=layout.negative, beta=self.beta, heads=heads, seq_dim=seq_dim)
+        layout.negative_mass.setdefault(mass.shape[1], []).append(mass.float().cpu())
 
     def _acts_on(self, layout: _CallLayout, q_len: int, k_len: int) -> bool:
         if self.architecture.attention == "cross" and not self.architecture.cross_attention_marked:
@@ -183,10 +211,10 @@ class VSFHooks:
 
 
 def apply_vsf(model, architecture: Architecture, negative_tokens: torch.Tensor, scale: float, bias: float,
-              start_percent: float, end_percent: float):
+              start_percent: float, end_percent: float, record_attention_map: bool = False):
     """A clone of ``model`` (a ModelPatcher) with VSF attached for the unpadded negative tokens
     [1, n, D]: the APPLY_MODEL wrapper, the chained attention override and, on UNets, the attn2
-    marker."""
+    marker; with ``record_attention_map`` also a per-run reset of the recorded maps."""
     patched = model.clone()
     model_sampling = patched.get_model_object("model_sampling")
     transformer_options = patched.model_options.setdefault("transformer_options", {})
@@ -195,8 +223,11 @@ def apply_vsf(model, architecture: Architecture, negative_tokens: torch.Tensor, 
         sigma_start=float(model_sampling.percent_to_sigma(start_percent)),
         sigma_end=float(model_sampling.percent_to_sigma(end_percent)),
         previous_override=transformer_options.get("optimized_attention_override"),
+        record=record_attention_map,
     )
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY, hooks.apply_model_wrapper)
+    if record_attention_map:
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, HOOK_KEY, hooks.reset_per_run)
     transformer_options["optimized_attention_override"] = hooks.attention_override
     if architecture.cross_attention_marked:
         patched.set_model_attn2_patch(hooks.mark_cross_attention)
@@ -228,12 +259,16 @@ class NegGuideVSF(io.ComfyNode):
                                tooltip="Start of the active window, as a fraction of the schedule (0 = first step)."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="End of the active window, as a fraction of the schedule (1 = last step)."),
+                io.Boolean.Input("record_attention_map", default=False, optional=True,
+                                 tooltip="Record where the negative acts, for NegGuideVSFAttentionMap. Costs about one "
+                                         "extra attention score computation per layer: leave off for normal use."),
             ],
             outputs=[io.Model.Output()],
         )
 
     @classmethod
-    def execute(cls, model, clip, negative, scale, bias, start_percent, end_percent) -> io.NodeOutput:
+    def execute(cls, model, clip, negative, scale, bias, start_percent, end_percent,
+                record_attention_map=False) -> io.NodeOutput:
         if start_percent > end_percent:
             raise ValueError(f"NegGuideVSF: start_percent ({start_percent}) is after end_percent ({end_percent}).")
         architecture = architecture_of(model, "NegGuideVSF", SUPPORTED_FAMILIES)
@@ -243,5 +278,53 @@ class NegGuideVSF(io.ComfyNode):
             return io.NodeOutput(model)
         if model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY):
             raise ValueError("NegGuideVSF is already applied to this model: put every negative concept into one NegGuideVSF node.")
-        patched = apply_vsf(model, architecture, encode_negative(clip, negative), scale, bias, start_percent, end_percent)
+        patched = apply_vsf(model, architecture, encode_negative(clip, negative), scale, bias, start_percent, end_percent,
+                            record_attention_map)
         return io.NodeOutput(patched)
+
+
+def render_attention_maps(maps: list[tuple[float, torch.Tensor]], tile_scale: int = 8) -> torch.Tensor:
+    """One IMAGE [1, H, W, 3]: a row per image of the batch, a column per model call (high noise
+    left), each tile the negative-attention share over the latent grid on one colour scale
+    (black = none, through red to yellow = the largest share of the run)."""
+    stacked = torch.stack([grid for _, grid in maps], dim=1)  # [B, steps, h, w]
+    values = stacked / stacked.max().clamp_min(1e-12)
+    rgb = torch.stack([(2 * values).clamp(max=1), (2 * values - 1).clamp(min=0), torch.zeros_like(values)], dim=-1)
+    rgb = rgb.repeat_interleave(tile_scale, dim=2).repeat_interleave(tile_scale, dim=3)  # [B, steps, H, W, 3]
+    batch, steps, height, width, _ = rgb.shape
+    gap = 2
+    sheet = torch.ones(batch * (height + gap) - gap, steps * (width + gap) - gap, 3)
+    for b in range(batch):
+        for s in range(steps):
+            sheet[b * (height + gap):b * (height + gap) + height, s * (width + gap):s * (width + gap) + width] = rgb[b, s]
+    return sheet.unsqueeze(0)
+
+
+class NegGuideVSFAttentionMap(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="NegGuideVSFAttentionMap",
+            display_name="VSF Attention Map (where the negative acts)",
+            category="model_patches/negguide",
+            description=(
+                "Shows where VSF cancelled the negative in the last sampling run: for each step, the share of "
+                "every image token's attention that went to the flipped negative (1 - W in the paper), averaged "
+                "over heads and layers. Rows are the images of the batch, columns the steps."
+            ),
+            inputs=[
+                io.Latent.Input("samples", tooltip="The sampler's output LATENT: makes the map run after sampling."),
+                io.Model.Input("model", tooltip="The MODEL output of NegGuideVSF with record_attention_map on."),
+            ],
+            outputs=[io.Image.Output()],
+        )
+
+    @classmethod
+    def execute(cls, samples, model) -> io.NodeOutput:
+        wrappers = model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY)
+        hooks = wrappers[0].__self__ if wrappers else None
+        if hooks is None or not hooks.record:
+            raise ValueError("NegGuideVSFAttentionMap: connect the MODEL of a NegGuideVSF node with record_attention_map on.")
+        if not hooks.maps:
+            raise ValueError("NegGuideVSFAttentionMap: nothing recorded yet; connect the sampler's output LATENT to 'samples'.")
+        return io.NodeOutput(render_attention_maps(hooks.maps))

@@ -271,3 +271,28 @@ def test_window_outside_the_schedule_is_identity():
     # 2 "normal" steps evaluate sigma_max and sigma_min: neither lies in the 50%-60% window.
     between = sample(entry, patch(entry.model, entry.clip, start=0.5, end=0.6), steps=2)
     torch.testing.assert_close(between, plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["sd15", "flux", "sd3", "wan21"])
+def test_attention_map_records_where_the_negative_acts(name):
+    entry = zoo.build(name)
+    recording = NegGuideVSF.execute(entry.model, entry.clip, NEGATIVE, 3.0, 0.1, 0.0, 1.0, True).args[0]
+    plain_vsf = sample(entry, patch(entry.model, entry.clip), cfg=7.0, batch=2, steps=3)
+    for _ in range(2):  # a second run starts a new record
+        out = sample(entry, recording, cfg=7.0, batch=2, steps=3)
+        image = vsf_node.NegGuideVSFAttentionMap.execute({"samples": out}, recording).args[0]
+        hooks = recording.get_wrappers("apply_model", vsf_node.HOOK_KEY)[0].__self__
+        assert len(hooks.maps) == 3  # one map per step, cond rows only
+        latent_hw = out.shape[-2:]
+        for sigma, grid in hooks.maps:
+            assert grid.shape == (2, *latent_hw)
+            assert (grid > 0).all() and (grid < 1).all()
+        assert image.shape == (1, 2 * 8 * latent_hw[0] + 2, 3 * 8 * latent_hw[1] + 4, 3)
+    torch.testing.assert_close(out, plain_vsf)  # recording does not change the result
+
+
+def test_attention_map_needs_a_recording_vsf_model():
+    entry = zoo.build("sd15")
+    out = sample(entry, patch(entry.model, entry.clip), steps=1)
+    with pytest.raises(ValueError, match="record_attention_map on"):
+        vsf_node.NegGuideVSFAttentionMap.execute({"samples": out}, patch(entry.model, entry.clip))

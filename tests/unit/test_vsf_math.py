@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from negguide.attention_patches.vsf import JointLayout, vsf_cross_attention, vsf_joint_attention
+from negguide.attention_patches.vsf import (
+    JointLayout,
+    negative_attention_mass,
+    vsf_cross_attention,
+    vsf_joint_attention,
+)
 
 DTYPE = torch.float64  # closed-form comparisons at double precision
 
@@ -142,3 +147,17 @@ def test_inputs_are_not_modified():
     vsf_cross_attention(sdpa, q, k, v, negative=(4, 7), alpha=3.0, beta=0.1, rows_active=torch.ones(2, dtype=torch.bool), seq_dim=2)
     for original, copy in zip((q, k, v), copies):
         assert torch.equal(original, copy)
+
+
+@pytest.mark.parametrize("seq_dim", [1, 2])
+def test_negative_attention_mass_is_one_minus_w(seq_dim):
+    q, k, _ = random_qkv(batch=2, heads=3, q_len=9, k_len=7, seed=4)
+    beta = 0.3
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    a_pos = torch.exp(q @ k[:, :, :4].transpose(-1, -2) * scale).sum(-1)
+    a_neg = torch.exp(q @ k[:, :, 4:].transpose(-1, -2) * scale - beta).sum(-1)
+    expected = (a_neg / (a_pos + a_neg)).mean(1)  # 1 - W, averaged over heads
+    if seq_dim == 1:
+        q, k = (t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1) for t in (q, k))
+    mass = negative_attention_mass(q, k, negative=(4, 7), beta=beta, heads=3, seq_dim=seq_dim, query_chunk=4)
+    torch.testing.assert_close(mass, expected, rtol=1e-10, atol=1e-12)
