@@ -13,8 +13,8 @@ Inputs are real-size too: an empty latent of the requested resolution (1024 -> 1
 4096 image tokens for Flux/SD3) and CONDITIONING lists built directly from random tensors of the
 real text-encoder shapes, so no text encoder is needed.
 
-Call ``negguide.bench._pack.boot()`` before importing this module's builders' dependencies (the
-functions import ``comfy`` lazily, so importing this module alone is fine).
+The functions import ``comfy`` lazily: importing this module is free, but boot ComfyUI first
+(``_pack.boot()``) before calling ``build``.
 """
 
 from __future__ import annotations
