@@ -16,6 +16,7 @@ import dataclasses
 
 from ..nodes.model_family import architecture_of
 from ..nodes.negtome import SUPPORTED_FAMILIES, apply_negtome
+from ..nodes.schedule import SigmaWindow
 from .cases import CaseContext, case
 from .timing import Variant
 
@@ -31,8 +32,8 @@ def _negtome(ctx: CaseContext):
     def run(patcher):
         return lambda: model.sample(patcher, steps=ctx.steps, seed=ctx.seed)
 
-    early = apply_negtome(model.patcher, architecture, 0.9, 0.65, 0.0, 0.2)
-    full = apply_negtome(model.patcher, architecture, 0.9, 0.65, 0.0, 1.0)
+    early = apply_negtome(model.patcher, architecture, 0.9, 0.65, SigmaWindow.from_percents(model.patcher, 0.0, 0.2, "bench"))
+    full = apply_negtome(model.patcher, architecture, 0.9, 0.65, SigmaWindow.from_percents(model.patcher, 0.0, 1.0, "bench"))
     return Variant(f"baseline-b{BATCH}", run(None), f"plain sampling, batch {BATCH}"), [
         Variant("negtome-early", run(early), "alpha 0.9, tau 0.65, window 0-20%"),
         Variant("negtome-full", run(full), "alpha 0.9, tau 0.65, every step"),

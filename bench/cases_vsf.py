@@ -11,6 +11,7 @@ second branch.
 from __future__ import annotations
 
 from ..nodes.model_family import architecture_of
+from ..nodes.schedule import SigmaWindow
 from ..nodes.vsf import SUPPORTED_FAMILIES, apply_vsf
 from .cases import CaseContext, case
 from .timing import Variant
@@ -24,7 +25,7 @@ def _vsf(ctx: CaseContext):
     architecture = architecture_of(model.patcher, "NegGuideVSF", SUPPORTED_FAMILIES)
     negative_tokens = model.negative[0][0][:1, :NEGATIVE_TOKENS]
     patched = apply_vsf(model.patcher, architecture, negative_tokens, scale=3.0, bias=0.1,
-                        start_percent=0.0, end_percent=1.0)
+                        window=SigmaWindow.from_percents(model.patcher, 0.0, 1.0, "bench"))
     cfg = model.cfg if model.cfg != 1.0 else 4.5
     baseline = Variant("no-negative", ctx.sampler(cfg=1.0), "cfg 1, one model evaluation per step")
     return baseline, [

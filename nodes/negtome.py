@@ -31,6 +31,7 @@ from comfy_api.latest import io
 from ..attention_patches.architectures import Architecture, sequence_dims
 from ..attention_patches.negtome import chunk_groups, diversity_merge, reference_merge
 from .model_family import architecture_of
+from .schedule import SigmaWindow
 
 LOG = logging.getLogger(__name__)
 HOOK_KEY = "negguide_negtome"
@@ -83,14 +84,13 @@ def _resize_latent(latent: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 class NegToMeHooks:
     """The APPLY_MODEL wrapper and the attention hooks that NegGuideNegToMe attaches."""
 
-    def __init__(self, architecture: Architecture, alpha: float, threshold: float, sigma_start: float,
-                 sigma_end: float, reference: torch.Tensor | None = None, reference_mask: torch.Tensor | None = None,
+    def __init__(self, architecture: Architecture, alpha: float, threshold: float, window: SigmaWindow,
+                 reference: torch.Tensor | None = None, reference_mask: torch.Tensor | None = None,
                  seed: int = 0, previous_override=None):
         self.architecture = architecture
         self.alpha = alpha
         self.threshold = threshold
-        self.sigma_start = sigma_start
-        self.sigma_end = sigma_end
+        self.window = window
         self.reference = reference  # [1, C, (T,) H, W] in the VAE's latent space, or None
         self.reference_mask = reference_mask  # [H, W] in [0, 1], or None
         self.seed = seed
@@ -99,7 +99,7 @@ class NegToMeHooks:
 
     # ------------------------------------------------------------------ per model call
     def active(self, sigma: float) -> bool:
-        return self.sigma_end <= sigma <= self.sigma_start
+        return sigma in self.window
 
     def apply_model_wrapper(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         if self.alpha == 0 or not self.active(float(t.max())):
@@ -220,18 +220,16 @@ class NegToMeHooks:
         return (0, layout.image_len) if q_len == layout.image_len else None  # wan self-attention
 
 
-def apply_negtome(model, architecture: Architecture, alpha: float, threshold: float, start_percent: float,
-                  end_percent: float, reference: torch.Tensor | None = None, reference_mask: torch.Tensor | None = None,
+def apply_negtome(model, architecture: Architecture, alpha: float, threshold: float, window: SigmaWindow,
+                  reference: torch.Tensor | None = None, reference_mask: torch.Tensor | None = None,
                   seed: int = 0):
     """A clone of ``model`` (a ModelPatcher) with NegToMe attached. ``reference`` [1, C, (T,) H, W]
     (VAE latent space) selects reference-image mode; None is batch-diversity mode."""
     patched = model.clone()
-    model_sampling = patched.get_model_object("model_sampling")
     transformer_options = patched.model_options.setdefault("transformer_options", {})
     hooks = NegToMeHooks(
         architecture, alpha, threshold,
-        sigma_start=float(model_sampling.percent_to_sigma(start_percent)),
-        sigma_end=float(model_sampling.percent_to_sigma(end_percent)),
+        window=window,
         reference=None if reference is None else reference.detach().cpu(),
         reference_mask=None if reference_mask is None else reference_mask.detach().cpu(),
         seed=seed,
@@ -290,9 +288,8 @@ class NegGuideNegToMe(io.ComfyNode):
                 reference_latent=None, reference_mask=None, seed=0) -> io.NodeOutput:
         if mode not in MODES:
             raise ValueError(f"NegGuideNegToMe: unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
-        if start_percent > end_percent:
-            raise ValueError(f"NegGuideNegToMe: start_percent ({start_percent}) is after end_percent ({end_percent}).")
         architecture = architecture_of(model, "NegGuideNegToMe", SUPPORTED_FAMILIES)
+        window = SigmaWindow.from_percents(model, start_percent, end_percent, "NegGuideNegToMe")
         reference = None
         if mode == MODE_REFERENCE:
             if reference_latent is not None:
@@ -315,7 +312,7 @@ class NegGuideNegToMe(io.ComfyNode):
             return io.NodeOutput(model)
         if model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY):
             raise ValueError("NegGuideNegToMe is already applied to this model: use one NegGuideNegToMe node.")
-        patched = apply_negtome(model, architecture, alpha, threshold, start_percent, end_percent,
+        patched = apply_negtome(model, architecture, alpha, threshold, window,
                                 reference=reference, reference_mask=reference_mask if reference is not None else None,
                                 seed=seed)
         return io.NodeOutput(patched)

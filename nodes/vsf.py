@@ -28,6 +28,7 @@ from ..attention_patches.vsf import (
     vsf_joint_attention,
 )
 from .model_family import architecture_of
+from .schedule import SigmaWindow
 
 LOG = logging.getLogger(__name__)
 HOOK_KEY = "negguide_vsf"
@@ -110,13 +111,12 @@ class VSFHooks:
     """The wrapper, attention override and attn2 patch that NegGuideVSF attaches."""
 
     def __init__(self, architecture: Architecture, negative: torch.Tensor, alpha: float, beta: float,
-                 sigma_start: float, sigma_end: float, previous_override=None, record: bool = False):
+                 window: SigmaWindow, previous_override=None, record: bool = False):
         self.architecture = architecture
         self.negative = negative
         self.alpha = alpha
         self.beta = beta
-        self.sigma_start = sigma_start
-        self.sigma_end = sigma_end
+        self.window = window
         self.previous_override = previous_override
         self.record = record
         self.maps: list[tuple[float, torch.Tensor]] = []
@@ -129,7 +129,7 @@ class VSFHooks:
 
     def apply_model_wrapper(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         sigma = float(t.max())
-        if c_crossattn is None or not (self.sigma_end <= sigma <= self.sigma_start):
+        if c_crossattn is None or sigma not in self.window:
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         if kwargs.get("attention_mask") is not None:
             raise ValueError("NegGuideVSF does not support text attention masks on this model yet.")
@@ -211,17 +211,15 @@ class VSFHooks:
 
 
 def apply_vsf(model, architecture: Architecture, negative_tokens: torch.Tensor, scale: float, bias: float,
-              start_percent: float, end_percent: float, record_attention_map: bool = False):
+              window: SigmaWindow, record_attention_map: bool = False):
     """A clone of ``model`` (a ModelPatcher) with VSF attached for the unpadded negative tokens
     [1, n, D]: the APPLY_MODEL wrapper, the chained attention override and, on UNets, the attn2
     marker; with ``record_attention_map`` also a per-run reset of the recorded maps."""
     patched = model.clone()
-    model_sampling = patched.get_model_object("model_sampling")
     transformer_options = patched.model_options.setdefault("transformer_options", {})
     hooks = VSFHooks(
         architecture, negative_tokens.cpu(), scale, bias,
-        sigma_start=float(model_sampling.percent_to_sigma(start_percent)),
-        sigma_end=float(model_sampling.percent_to_sigma(end_percent)),
+        window=window,
         previous_override=transformer_options.get("optimized_attention_override"),
         record=record_attention_map,
     )
@@ -269,17 +267,15 @@ class NegGuideVSF(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, negative, scale, bias, start_percent, end_percent,
                 record_attention_map=False) -> io.NodeOutput:
-        if start_percent > end_percent:
-            raise ValueError(f"NegGuideVSF: start_percent ({start_percent}) is after end_percent ({end_percent}).")
         architecture = architecture_of(model, "NegGuideVSF", SUPPORTED_FAMILIES)
+        window = SigmaWindow.from_percents(model, start_percent, end_percent, "NegGuideVSF")
         if not negative.strip() or scale == 0:
             LOG.warning("NegGuideVSF: %s; the model is returned unchanged.",
                         "the negative prompt is empty" if not negative.strip() else "scale is 0")
             return io.NodeOutput(model)
         if model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY):
             raise ValueError("NegGuideVSF is already applied to this model: put every negative concept into one NegGuideVSF node.")
-        patched = apply_vsf(model, architecture, encode_negative(clip, negative), scale, bias, start_percent, end_percent,
-                            record_attention_map)
+        patched = apply_vsf(model, architecture, encode_negative(clip, negative), scale, bias, window, record_attention_map)
         return io.NodeOutput(patched)
 
 

@@ -15,6 +15,7 @@ from negguide.harness import zoo
 from negguide.nodes import negtome as negtome_node
 from negguide.nodes.negtome import HOOK_KEY, NegGuideNegToMe, apply_negtome
 from negguide.nodes.model_family import architecture_of
+from negguide.nodes.schedule import SigmaWindow
 
 SUPPORTED = [name for name in zoo.ARCHITECTURES if zoo.FAMILIES[name] in negtome_node.SUPPORTED_FAMILIES]
 PROMPT = "a blue circle on grass"
@@ -137,7 +138,7 @@ def test_identity_when_nothing_can_match_and_at_alpha_zero(name):
     entry = zoo.build(name)
     plain = sample(entry, entry.model, batch=2)
     arch = architecture_of(entry.model, "test", negtome_node.SUPPORTED_FAMILIES)
-    unmatched = apply_negtome(entry.model, arch, 0.9, 2.0, 0.0, 1.0)
+    unmatched = apply_negtome(entry.model, arch, 0.9, 2.0, SigmaWindow.from_percents(entry.model, 0.0, 1.0, "test"))
     assert torch.equal(sample(entry, unmatched, batch=2), plain)
     assert patch(entry.model, alpha=0.0) is entry.model
 
@@ -220,7 +221,8 @@ def test_reference_mode_keeps_batch_size_and_moves_away_from_reference(name):
     runs = {}
     for label, alpha, tau in (("none", 1.5, 2.0), ("away", 1.5, 0.0), ("toward", -0.9, 0.0)):
         model, records = with_feature_recorder(
-            entry, apply_negtome(entry.model, arch, alpha, tau, 0.0, 1.0, reference=reference, seed=5))
+            entry, apply_negtome(entry.model, arch, alpha, tau, SigmaWindow.from_percents(entry.model, 0.0, 1.0, "test"),
+                          reference=reference, seed=5))
         out = sample(entry, model, batch=2, steps=3, cfg=2.0)
         assert out.shape == plain.shape and torch.isfinite(out).all()
         assert records and all(len(layout.groups) == 2 and all(len(g) == 3 for g in layout.groups)

@@ -296,3 +296,9 @@ def test_attention_map_needs_a_recording_vsf_model():
     out = sample(entry, patch(entry.model, entry.clip), steps=1)
     with pytest.raises(ValueError, match="record_attention_map on"):
         vsf_node.NegGuideVSFAttentionMap.execute({"samples": out}, patch(entry.model, entry.clip))
+
+
+def test_window_that_ends_before_it_starts_is_a_clear_error():
+    entry = zoo.build("sd15")
+    with pytest.raises(ValueError, match="is after end_percent"):
+        patch(entry.model, entry.clip, start=0.8, end=0.2)
