@@ -119,7 +119,7 @@ def test_padding_of_the_negative_never_reaches_attention(name):
 
 @pytest.mark.parametrize("name", SUPPORTED)
 @pytest.mark.parametrize("cfg", [1.0, 7.0])
-@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("batch", [1, 2, 3, 4])
 def test_batches_cfg_and_odd_latent_sizes(name, cfg, batch):
     entry = zoo.build(name)
     out = sample(entry, patch(entry.model, entry.clip), cfg=cfg, batch=batch, width=72, height=40)
