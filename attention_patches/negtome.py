@@ -111,16 +111,6 @@ def merge_tokens(
     return out
 
 
-def chunk_groups(batch: int, cond_or_uncond: Sequence[int] | None) -> list[range]:
-    """The rows of each cond/uncond chunk of a ComfyUI model call: ``cond_or_uncond`` has one
-    entry per chunk, each chunk ``batch // len(cond_or_uncond)`` rows. Without it: one group."""
-    chunks = len(cond_or_uncond) if cond_or_uncond else 1
-    if batch % chunks:
-        raise ValueError(f"NegToMe: batch {batch} does not split into {chunks} cond/uncond chunks")
-    size = batch // chunks
-    return [range(i * size, (i + 1) * size) for i in range(chunks)]
-
-
 def diversity_merge(
     x: torch.Tensor,
     groups: Sequence[Sequence[int]],

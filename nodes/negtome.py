@@ -28,8 +28,8 @@ import torch
 import comfy.patcher_extension
 from comfy_api.latest import io
 
-from ..attention_patches.architectures import Architecture, sequence_dims
-from ..attention_patches.negtome import chunk_groups, diversity_merge, reference_merge
+from ..attention_patches.architectures import Architecture, chunk_groups, sequence_dims
+from ..attention_patches.negtome import diversity_merge, reference_merge
 from .model_family import architecture_of
 from .schedule import SigmaWindow
 

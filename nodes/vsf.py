@@ -19,7 +19,7 @@ import torch
 import comfy.patcher_extension
 from comfy_api.latest import io
 
-from ..attention_patches.architectures import Architecture, sequence_dims
+from ..attention_patches.architectures import Architecture, cond_rows, sequence_dims
 from ..attention_patches.vsf import (
     JointLayout,
     mass_on_latent_grid,
@@ -141,8 +141,7 @@ class VSFHooks:
             )
         batch, text_len = c_crossattn.shape[0], c_crossattn.shape[1]
         negative = self.negative.to(c_crossattn).expand(batch, -1, -1)
-        cond_or_uncond = transformer_options.get("cond_or_uncond", [0])
-        rows_active = torch.tensor([kind == 0 for kind in cond_or_uncond]).repeat_interleave(batch // len(cond_or_uncond))
+        rows_active = cond_rows(batch, transformer_options.get("cond_or_uncond"))
         image_len = self.architecture.image_tokens(x.shape) if self.architecture.image_only_attention else None
         unmarked_cross = self.architecture.attention == "cross" and not self.architecture.cross_attention_marked
         if unmarked_cross and self.architecture.image_tokens(x.shape) == text_len + negative.shape[1]:

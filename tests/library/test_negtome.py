@@ -10,7 +10,7 @@ import comfy.patcher_extension
 import comfy.samplers
 import nodes
 
-from negguide.attention_patches.negtome import chunk_groups
+from negguide.attention_patches.architectures import chunk_groups
 from negguide.harness import zoo
 from negguide.nodes import negtome as negtome_node
 from negguide.nodes.negtome import HOOK_KEY, NegGuideNegToMe, apply_negtome

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from negguide.attention_patches.architectures import chunk_groups, cond_rows
 from negguide.attention_patches.negtome import (
-    chunk_groups,
     chunk_size,
     diversity_merge,
     merge_tokens,
@@ -94,6 +94,12 @@ def test_groups_follow_cond_or_uncond():
     assert chunk_groups(3, None) == [range(0, 3)]
     with pytest.raises(ValueError):
         chunk_groups(5, [1, 0])
+
+
+def test_cond_rows_mark_the_positive_chunks():
+    assert cond_rows(6, [1, 0]).tolist() == [False] * 3 + [True] * 3
+    assert cond_rows(2, [0]).tolist() == [True, True]
+    assert cond_rows(3, None).tolist() == [True] * 3
 
 
 def test_diversity_groups_are_isolated_and_first_image_is_the_reference():
