@@ -38,6 +38,27 @@ Generation / stock-loader load / peak RSS of the loading process, measured on th
 machine under load: sd3 1.4 s (with the zoo build); sd15 3.5 s / 1-2 s / 1.0 GB (its fp16 CLIP-L
 encodes in ~3 s on CPU); sdxl 5.4 s / 2.2 s / 1.2 GB; flux 12 s / 4.6 s / 3.5 GB. sdxl and flux
 are for one-off checks, not for the default test run.
+
+Stand-ins for the real model files of the bundled workflows (harness/workflows.py maps each
+real file name to one of these; the workflow graph stays the same, only the file differs):
+  clip_l / clip_g   DualCLIPLoader / TripleCLIPLoader (models/text_encoders/): full-size random
+           CLIP-L (123 M) and CLIP-G (694 M) text models in the HF layout of clip_l.safetensors /
+           clip_g.safetensors; fp16, 246 MB / 1.4 GB. Their sizes are fixed by the loaders.
+  t5xxl_fp8  the full T5-XXL encoder (4.76 B values, fixed by the loaders) in ComfyUI's scaled-fp8
+           format (fp8 e4m3fn weights, a scale_weight per linear, the scaled_fp8 marker) like
+           t5xxl_fp8_e4m3fn_scaled.safetensors; 4.9 GB. Generated in ~50 s (5.6 GB peak RSS).
+           One encode on this 2-core CPU takes ~44 s whatever the prompt length (casting 4.76 B fp8
+           weights to fp32 dominates), and the loaded encoder holds ~10 GB RSS.
+  sdxl_base  CheckpointLoaderSimple: the sdxl recipe plus the full random CLIP-L + CLIP-G pair that
+           real SDXL checkpoints carry (the loader builds them at full size); fp16, 1.9 GB.
+           ~12 s per model evaluation at 1024x1024 on this CPU.
+  sd35_large CheckpointLoaderSimple: an SD3.5-style MMDiT (depth 2, hidden 128) with the real
+           conditioning widths (T5/CLIP context 4096, pooled 2048) and a 192 x 192 position table
+           (SD3.5 Large's, so 1024 x 1024 fits) + TAESD (16 ch); no text encoders, like
+           sd3.5_large_turbo.safetensors. Fast; its T5 is the expensive part.
+  flux1_dev / flux1_schnell  UNETLoader: the flux recipe with the real conditioning widths (T5
+           context 4096, CLIP-L pooled 768), with / without the guidance embedding; fp16, 1 GB
+           each; ~24 s per model evaluation at 1024x1024 on this CPU.
 """
 
 from __future__ import annotations
@@ -169,6 +190,97 @@ def flux_diffusion_model() -> dict:
     return _cpu_state_dict(_build_model(comfy.supported_models.Flux, FLUX_UNET, torch.float16).diffusion_model)
 
 
+FLUX_REAL_TE = {**FLUX_UNET, "context_in_dim": 4096, "vec_in_dim": 768}
+
+
+def flux1_diffusion_model(guidance_embed: bool) -> dict:
+    """Flux dev (guidance_embed) or Schnell at the smallest detectable size, conditioned by the
+    real CLIP-L + T5-XXL pair (DualCLIPLoader type flux)."""
+    import torch
+    import comfy.supported_models
+
+    config_cls = comfy.supported_models.Flux if guidance_embed else comfy.supported_models.FluxSchnell
+    unet_config = {**FLUX_REAL_TE, "guidance_embed": guidance_embed}
+    return _cpu_state_dict(_build_model(config_cls, unet_config, torch.float16).diffusion_model)
+
+
+SD35_MAX_SIZE = 192  # SD3.5 Large's pos_embed_max_size
+SD35_UNET = {
+    "in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": 2, "input_size": None,
+    "adm_in_channels": 2048,
+    "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}},
+    "num_patches": SD35_MAX_SIZE ** 2, "pos_embed_max_size": SD35_MAX_SIZE,
+    "pos_embed_scaling_factor": None, "qk_norm": None, "x_block_self_attn_layers": [],
+}
+
+
+def sd35_checkpoint() -> dict:
+    """An SD3.5-style checkpoint (MMDiT + VAE, no text encoders) for the real text-encoder widths."""
+    import numpy as np
+    import torch
+    import comfy.ldm.modules.diffusionmodules.mmdit as mmdit
+    import comfy.supported_models
+
+    config = comfy.supported_models.SD3(dict(SD35_UNET))
+    config.set_inference_dtype(torch.float16, None)
+    model = config.get_model({})
+    hidden = SD35_UNET["context_embedder_config"]["params"]["out_features"]
+    table = np.asarray(mmdit.get_2d_sincos_pos_embed(hidden, SD35_MAX_SIZE), dtype=np.float32)
+    digest = hashlib.sha256(f"negguide-standin/sd35_large/{SEED}".encode()).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    _zoo().initialise(model.diffusion_model, generator,
+                      special={"pos_embed": lambda t: torch.from_numpy(table).reshape(t.shape)})
+    return model.state_dict_for_saving(None, _cpu_state_dict(_taesd(16, torch.float16)))
+
+
+def sdxl_full_checkpoint() -> dict:
+    """The sdxl recipe plus a full random CLIP-L + CLIP-G, as real SDXL checkpoints have."""
+    import torch
+    import comfy.sdxl_clip
+    import comfy.supported_models
+
+    model = _build_model(comfy.supported_models.SDXL, SDXL_UNET, torch.float16)
+    clip = _initialised(comfy.sdxl_clip.SDXLClipModel(dtype=torch.float16), "SDXL/clip")
+    return model.state_dict_for_saving(_cpu_state_dict(clip), _cpu_state_dict(_taesd(4, torch.float16)))
+
+
+def clip_text_model(kind: str) -> dict:
+    """A full-size random CLIP-L ("l") or CLIP-G ("g") text model, keys as in clip_l.safetensors."""
+    import torch
+    import comfy.sd1_clip
+    import comfy.sdxl_clip
+
+    cls = comfy.sd1_clip.SDClipModel if kind == "l" else comfy.sdxl_clip.SDXLClipG
+    return _cpu_state_dict(_initialised(cls(dtype=torch.float16), f"clip_{kind}").transformer)
+
+
+def t5xxl_scaled_fp8() -> dict:
+    """The full T5-XXL encoder in ComfyUI's scaled-fp8 layout: fp8 weights ~ N(0, 1) with
+    scale_weight = fan_in ** -0.5 (so the effective weights match the zoo's initialiser), fp16
+    embeddings, layer norms at one. Built tensor by tensor (never 4.76 B fp32 values at once)."""
+    import torch
+    import comfy.text_encoders.sd3_clip
+
+    fp8 = torch.float8_e4m3fn
+    with torch.device("meta"):
+        shapes = comfy.text_encoders.sd3_clip.T5XXLModel(
+            dtype=torch.float16, model_options={"t5xxl_scaled_fp8": fp8}).transformer.state_dict()
+    digest = hashlib.sha256(f"negguide-standin/t5xxl/{SEED}".encode()).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    out = {}
+    for key in sorted(shapes):
+        meta = shapes[key]
+        if key == "scaled_fp8":
+            out[key] = torch.tensor([], dtype=fp8)
+        elif key.endswith(".scale_weight"):
+            out[key] = torch.tensor(shapes[key[:-len("scale_weight")] + "weight"].shape[1] ** -0.5)
+        elif "layer_norm" in key:
+            out[key] = torch.ones(meta.shape, dtype=meta.dtype)
+        else:  # fp8 linear weights and fp16 embeddings (token, relative position)
+            out[key] = torch.randn(meta.shape, generator=generator).to(meta.dtype)
+    return out
+
+
 # --------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class StandIn:
@@ -199,6 +311,20 @@ STANDINS: dict[str, StandIn] = {
                 "SDXL UNet (320 ch, ctx 2048, adm 2816, 132 M) + TAESD VAE; no text encoder"),
         StandIn("flux", "diffusion_models", "UNETLoader", flux_diffusion_model,
                 "Flux dev (hidden 3072, 1 double + 1 single block); txt 64 / vec 64 like the zoo's"),
+        StandIn("sdxl_base", "checkpoints", "CheckpointLoaderSimple", sdxl_full_checkpoint,
+                "the sdxl stand-in plus a full random CLIP-L + CLIP-G, like real SDXL checkpoints"),
+        StandIn("sd35_large", "checkpoints", "CheckpointLoaderSimple", sd35_checkpoint,
+                "SD3.5-style MMDiT (depth 2, context 4096, pooled 2048, 192^2 positions) + TAESD VAE"),
+        StandIn("flux1_dev", "diffusion_models", "UNETLoader", lambda: flux1_diffusion_model(True),
+                "Flux dev (hidden 3072, 1 + 1 blocks) for the real CLIP-L + T5-XXL widths"),
+        StandIn("flux1_schnell", "diffusion_models", "UNETLoader", lambda: flux1_diffusion_model(False),
+                "Flux Schnell (no guidance embedding), otherwise as flux1_dev"),
+        StandIn("clip_l", "text_encoders", "DualCLIPLoader", lambda: clip_text_model("l"),
+                "full-size random CLIP-L text model (123 M)"),
+        StandIn("clip_g", "text_encoders", "TripleCLIPLoader", lambda: clip_text_model("g"),
+                "full-size random CLIP-G text model (694 M)"),
+        StandIn("t5xxl_fp8", "text_encoders", "DualCLIPLoader", t5xxl_scaled_fp8,
+                "full-size random T5-XXL encoder (4.76 B), scaled fp8"),
         StandIn("taesd4", "vae", "VAELoader", lambda: zoo_taesd("sd15"),
                 "the zoo's TAESD with 4 latent channels (sd15)", True),
         StandIn("taesd16", "vae", "VAELoader", lambda: zoo_taesd("sd3"),

@@ -93,6 +93,23 @@ else
   fi
 fi
 
+# 5. A headless browser for tests/server/test_browser.py: Debian's chromium and its matching
+# chromedriver (the selenium package in host-requirements.txt drives /usr/bin/chromedriver
+# directly, so selenium never downloads a browser or a driver). Installed only when missing.
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+  if command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+    start=$(date +%s)
+    log "installing chromium + chromium-driver (Debian packages)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+    log "chromium ready in $(( $(date +%s) - start )) s"
+  else
+    log "chromium/chromedriver missing and apt-get not usable as root: the browser test will fail;" \
+        "install Debian's chromium and chromium-driver"
+  fi
+fi
+
 link="$COMFY/custom_nodes/negguide"
 if [[ "$(readlink "$link" 2>/dev/null)" != "$ROOT" ]]; then
   if [[ -e "$link" && ! -L "$link" ]]; then

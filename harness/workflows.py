@@ -1,0 +1,363 @@
+"""The bundled workflows (workflows/*.json) as tests and tools see them.
+
+    from negguide.harness import workflows
+    for path in workflows.workflow_files():
+        workflow = workflows.load(path)
+        assert not workflows.structure_errors(workflow)
+        assert not workflows.widget_errors(workflow, server.object_info())
+        workflows.stage_files(workflow, server.base_dir, standins=True)   # before server.start()
+        server.run(workflows.to_api(workflow, object_info))
+
+* UI format (0.4, what users open): nodes with positional ``widgets_values`` and links
+  ``[id, src, src_slot, dst, dst_slot, type]``. Which widget a value belongs to follows the
+  frontend's rules, from the node's /object_info entry: every INT / FLOAT / STRING / BOOLEAN /
+  COMBO input (in ``input_order``, required before optional; ``forceInput`` ones are sockets) is one
+  widget; an INT or COMBO with ``control_after_generate`` (or named ``seed`` / ``noise_seed``) is
+  followed by its "control after generate" value; an upload combo (LoadImage) by its upload
+  button's value. Widgets converted to inputs keep their value in ``widgets_values``.
+* API format (what /prompt takes): ``{"id": {"class_type", "inputs"}}``, widget values by name and
+  links as ``[src_id, src_slot]``, exactly what the frontend's graphToPrompt sends (the browser test
+  compares the two). Notes are dropped; Reroutes are followed to their source; a PrimitiveNode's
+  value is already the target widget's value.
+* Model files: a workflow names real files (its loader nodes' "models" entries, the BLIP-2
+  directory, LoadImage's image). ``stage_files`` puts, under those names, either placeholders
+  (enough for listing, validation and the frontend) or stand-ins that the stock loaders really
+  load (harness/standins.py, a tiny BLIP-2, a drawn image): the same graph, only the files differ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .host import REPO_ROOT
+
+WORKFLOWS_DIR = REPO_ROOT / "workflows"
+UI_VERSION = 0.4
+NOTE_NODES = frozenset({"Note", "MarkdownNote"})
+"""Frontend-only nodes that carry text and never reach the server."""
+REROUTE, PRIMITIVE = "Reroute", "PrimitiveNode"
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+SEED_NAMES = ("seed", "noise_seed")
+CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
+UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
+MODES = {0: "always", 2: "never (muted)", 4: "bypass"}
+
+# Real file name -> harness/standins.py stand-in. Every "models" entry of a bundled workflow must
+# have one (tests/server/test_workflows.py checks), so a new workflow on a new model fails loudly.
+STANDIN_OF: dict[str, str] = {
+    "v1-5-pruned-emaonly-fp16.safetensors": "sd15",
+    "sd_xl_base_1.0.safetensors": "sdxl_base",
+    "sdxl_lightning_4step.safetensors": "sdxl_base",
+    "sd3.5_large_turbo.safetensors": "sd35_large",
+    "flux1-schnell.safetensors": "flux1_schnell",
+    "flux1-dev.safetensors": "flux1_dev",
+    "clip_l.safetensors": "clip_l",
+    "clip_g.safetensors": "clip_g",
+    "t5xxl_fp8_e4m3fn_scaled.safetensors": "t5xxl_fp8",
+    "ae.safetensors": "taesd16",
+}
+SLOW_STANDINS = frozenset({"sdxl_base", "flux1_dev", "flux1_schnell", "t5xxl_fp8"})
+"""Stand-ins whose workflows take minutes on a 2-core CPU: SDXL (~12 s per model evaluation at
+1024 px) and Flux (~24 s) at their detectable width, and T5-XXL (~44 s per encode at full size)."""
+
+
+class WorkflowError(ValueError):
+    """A workflow cannot be converted (unknown node type, unsupported mode, broken link)."""
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def workflow_files(directory: Path = WORKFLOWS_DIR) -> list[Path]:
+    """Every workflow of the folder ComfyUI serves as this pack's templates, sorted by name."""
+    return sorted(Path(directory).glob("*.json"))
+
+
+def load(path: str | os.PathLike) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def thumbnail(path: Path) -> Path:
+    """The Templates menu's picture of a workflow: the same name with .jpg."""
+    return Path(path).with_suffix(".jpg")
+
+
+# ------------------------------------------------------------------------------ object_info
+
+
+@dataclass(frozen=True)
+class WidgetSlot:
+    """One entry of a node's ``widgets_values``: an input's value ("value"), the control after
+    generate of the input before it ("control") or an upload button ("upload")."""
+
+    name: str
+    kind: str
+    spec: tuple
+
+
+def spec_type(spec) -> str:
+    return "COMBO" if isinstance(spec[0], list) else spec[0]
+
+
+def spec_options(spec) -> dict:
+    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+
+
+def combo_choices(spec) -> list:
+    return spec[0] if isinstance(spec[0], list) else spec_options(spec).get("options", [])
+
+
+def ordered_inputs(node_info: dict) -> list[tuple[str, tuple, bool]]:
+    """(name, spec, optional) of every required and optional input, in the node's declared order."""
+    result = []
+    for section in ("required", "optional"):
+        specs = node_info.get("input", {}).get(section, {})
+        order = node_info.get("input_order", {}).get(section, list(specs))
+        result += [(name, tuple(specs[name]), section == "optional") for name in order]
+    return result
+
+
+def is_widget(spec) -> bool:
+    return spec_type(spec) in WIDGET_TYPES and not spec_options(spec).get("forceInput")
+
+
+def widget_slots(node_info: dict) -> list[WidgetSlot]:
+    """The node's ``widgets_values`` layout, as the frontend builds it."""
+    slots = []
+    for name, spec, _ in ordered_inputs(node_info):
+        if not is_widget(spec):
+            continue
+        slots.append(WidgetSlot(name, "value", spec))
+        options = spec_options(spec)
+        control = options.get("control_after_generate", spec_type(spec) == "INT" and name in SEED_NAMES)
+        if control and spec_type(spec) in ("INT", "COMBO"):
+            slots.append(WidgetSlot(name, "control", spec))
+        if spec_type(spec) == "COMBO" and any(options.get(o) for o in UPLOAD_OPTIONS):
+            slots.append(WidgetSlot(name, "upload", spec))
+    return slots
+
+
+def socket_inputs(node_info: dict) -> list[tuple[str, str, bool]]:
+    """(name, type, optional) of the inputs that are sockets, not widgets."""
+    return [(name, spec_type(spec), optional) for name, spec, optional in ordered_inputs(node_info)
+            if not is_widget(spec)]
+
+
+def value_errors(name: str, value, spec) -> list[str]:
+    """Why ``value`` does not fit the input spec (type, range, choices); empty when it fits."""
+    kind, options = spec_type(spec), spec_options(spec)
+    if kind == "COMBO":
+        choices = combo_choices(spec)
+        return [] if value in choices else [f"{name}: {value!r} is not one of {choices[:8]}"]
+    expected = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": bool}[kind]
+    if isinstance(value, bool) != (kind == "BOOLEAN") or not isinstance(value, expected):
+        return [f"{name}: {value!r} is not a {kind}"]
+    if kind in ("INT", "FLOAT"):
+        if not math.isfinite(value):
+            return [f"{name}: {value!r} is not finite"]
+        low, high = options.get("min", -math.inf), options.get("max", math.inf)
+        if not low <= value <= high:
+            return [f"{name}: {value!r} is outside [{low}, {high}]"]
+    return []
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+def structure_errors(workflow: dict) -> list[str]:
+    """What makes ``workflow`` an invalid 0.4 UI workflow: version, required fields, unique ids,
+    the id counters, and links that agree with both ends' slots."""
+    errors = []
+    if workflow.get("version") != UI_VERSION:
+        errors.append(f"version is {workflow.get('version')!r}, not {UI_VERSION}")
+    for key in ("last_node_id", "last_link_id", "nodes", "links", "groups", "config", "extra"):
+        if key not in workflow:
+            errors.append(f"missing top-level {key!r}")
+    nodes = {}
+    for node in workflow.get("nodes", []):
+        for key in ("id", "type", "pos", "size", "flags", "order", "mode", "properties"):
+            if key not in node:
+                errors.append(f"node {node.get('id')}: missing {key!r}")
+        if node.get("id") in nodes:
+            errors.append(f"node id {node.get('id')} is used twice")
+        nodes[node.get("id")] = node
+    if nodes and max(nodes) > workflow.get("last_node_id", -1):
+        errors.append(f"last_node_id {workflow.get('last_node_id')} < largest node id {max(nodes)}")
+    links = workflow.get("links", [])
+    if links and max(link[0] for link in links) > workflow.get("last_link_id", -1):
+        errors.append(f"last_link_id {workflow.get('last_link_id')} is smaller than a link id")
+    for link in links:
+        if len(link) != 6:
+            errors.append(f"link {link}: not [id, src, src_slot, dst, dst_slot, type]")
+            continue
+        link_id, src, src_slot, dst, dst_slot, _ = link
+        if src not in nodes or dst not in nodes:
+            errors.append(f"link {link_id}: node {src if src not in nodes else dst} does not exist")
+            continue
+        outputs, inputs = nodes[src].get("outputs") or [], nodes[dst].get("inputs") or []
+        if src_slot >= len(outputs) or link_id not in (outputs[src_slot].get("links") or []):
+            errors.append(f"link {link_id}: not listed on output {src_slot} of node {src}")
+        if dst_slot >= len(inputs) or inputs[dst_slot].get("link") != link_id:
+            errors.append(f"link {link_id}: not the link of input {dst_slot} of node {dst}")
+    return errors
+
+
+def widget_errors(workflow: dict, object_info: dict) -> list[str]:
+    """Unknown node types, and widget values that do not fit their inputs (count, type, range,
+    choices, control values), checked against a live server's /object_info."""
+    errors = []
+    for node in workflow["nodes"]:
+        where = f"node {node['id']} ({node['type']})"
+        if node["type"] in NOTE_NODES or node["type"] in (REROUTE, PRIMITIVE):
+            continue
+        info = object_info.get(node["type"])
+        if info is None:
+            errors.append(f"{where}: node type not in /object_info")
+            continue
+        slots, values = widget_slots(info), node.get("widgets_values") or []
+        if len(values) != len(slots):
+            errors.append(f"{where}: {len(values)} widget values for {len(slots)} widgets "
+                          f"{[s.name + ('' if s.kind == 'value' else ':' + s.kind) for s in slots]}")
+            continue
+        for slot, value in zip(slots, values):
+            if slot.kind == "value":
+                errors += [f"{where}: {e}" for e in value_errors(slot.name, value, slot.spec)]
+            elif slot.kind == "control" and value not in CONTROL_VALUES:
+                errors.append(f"{where}: control_after_generate of {slot.name} is {value!r}")
+    return errors
+
+
+# ------------------------------------------------------------------------------ API format
+
+
+def to_api(workflow: dict, object_info: dict) -> dict:
+    """The API-format prompt of a UI workflow (what the frontend's graphToPrompt sends)."""
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    links = {link[0]: link for link in workflow["links"]}
+
+    def source(link_id):
+        """(node, slot) a link comes from, through any Reroutes."""
+        _, src, src_slot, *_ = links[link_id]
+        while nodes[src]["type"] == REROUTE:
+            upstream = nodes[src]["inputs"][0].get("link")
+            if upstream is None:
+                raise WorkflowError(f"Reroute {src} has no input")
+            _, src, src_slot, *_ = links[upstream]
+        return nodes[src], src_slot
+
+    prompt = {}
+    for node in sorted(workflow["nodes"], key=lambda n: n["id"]):
+        if node["type"] in NOTE_NODES or node["type"] in (REROUTE, PRIMITIVE):
+            continue
+        if node.get("mode", 0) != 0:
+            raise WorkflowError(f"node {node['id']} ({node['type']}) has mode {MODES.get(node['mode'], node['mode'])}; "
+                                "bundled workflows run every node")
+        info = object_info.get(node["type"])
+        if info is None:
+            raise WorkflowError(f"node {node['id']}: unknown node type {node['type']!r}")
+        inputs = {slot.name: value for slot, value in zip(widget_slots(info), node.get("widgets_values") or [])
+                  if slot.kind == "value"}
+        for socket in node.get("inputs") or []:
+            if socket.get("link") is None:
+                continue
+            src, slot = source(socket["link"])
+            if src["type"] != PRIMITIVE:  # a primitive's value is already the widget's value
+                inputs[socket["name"]] = [str(src["id"]), slot]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+def output_node_ids(prompt: dict, object_info: dict) -> list[str]:
+    """The nodes of an API prompt that the server runs as outputs (SaveImage, PreviewImage, ...)."""
+    return [node_id for node_id, node in prompt.items() if object_info[node["class_type"]].get("output_node")]
+
+
+# ------------------------------------------------------------------------------ model files
+
+
+@dataclass(frozen=True)
+class RequiredFile:
+    """A file or model directory a workflow names: ``folder`` is the models/ folder ("input" for
+    images in ComfyUI's input folder); ``standin`` the harness/standins.py name, "blip2" (a tiny
+    BLIP-2 directory) or "image" (a drawn picture)."""
+
+    folder: str
+    name: str
+    standin: str | None
+
+
+def model_entries(workflow: dict) -> list[dict]:
+    """The "models" entries ({name, url, directory}) of every node, in node order."""
+    return [entry for node in workflow["nodes"] for entry in (node.get("properties") or {}).get("models", [])]
+
+
+def required_files(workflow: dict) -> list[RequiredFile]:
+    """Every model file, BLIP-2 directory and input image the workflow names, once each."""
+    found: dict[tuple[str, str], RequiredFile] = {}
+    for entry in model_entries(workflow):
+        found[(entry["directory"], entry["name"])] = RequiredFile(
+            entry["directory"], entry["name"], STANDIN_OF.get(entry["name"]))
+    for node in workflow["nodes"]:
+        values = node.get("widgets_values") or []
+        if node["type"] == "NegGuideBLIP2Loader" and values:
+            found[("blip2", values[0])] = RequiredFile("blip2", values[0], "blip2")
+        elif node["type"] == "LoadImage" and values:
+            found[("input", values[0])] = RequiredFile("input", values[0], "image")
+    return list(found.values())
+
+
+def is_slow(workflow: dict) -> bool:
+    """Whether running it on stand-ins takes minutes here (it uses a SLOW_STANDINS file)."""
+    return any(f.standin in SLOW_STANDINS for f in required_files(workflow))
+
+
+def draw_input_image(path: Path, size: int = 512) -> None:
+    """A deterministic picture (sky, sun, a house) for LoadImage's input in tests."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), (120, 170, 230))
+    draw = ImageDraw.Draw(image)
+    s = size / 8
+    draw.rectangle([0, 5.5 * s, size, size], fill=(70, 150, 70))
+    draw.ellipse([5.5 * s, 0.8 * s, 7 * s, 2.3 * s], fill=(250, 220, 80))
+    draw.rectangle([1.5 * s, 3.5 * s, 4.5 * s, 6 * s], fill=(190, 60, 50))
+    draw.polygon([(1.2 * s, 3.5 * s), (3 * s, 2 * s), (4.8 * s, 3.5 * s)], fill=(90, 60, 40))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def stage_files(workflow: dict, base_dir: str | os.PathLike, *, standins: bool) -> None:
+    """Put every file the workflow names into a ComfyUI base directory, under its real name:
+    stand-ins the stock loaders load (``standins=True``; generated on first use) or empty
+    placeholders (enough for the loaders' lists, validation and the frontend). Input images
+    are always real pictures. Idempotent; a placeholder is replaced by its stand-in."""
+    from . import standins as standin_files
+    from .tiny_blip2 import build_tiny_blip2
+
+    base = Path(base_dir)
+    for required in required_files(workflow):
+        if required.folder == "input":
+            target = base / "input" / required.name
+            if not target.is_file():
+                draw_input_image(target)
+            continue
+        target = base / "models" / required.folder / required.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if required.standin == "blip2":
+            if standins and not (target / "config.json").is_file():
+                build_tiny_blip2(str(target))
+            target.mkdir(exist_ok=True)
+        elif standins:
+            if required.standin is None:
+                raise WorkflowError(f"no stand-in for {required.name}: add it to STANDIN_OF")
+            source = standin_files.ensure(required.standin)
+            if not (target.is_symlink() and target.resolve() == source.resolve()):
+                target.unlink(missing_ok=True)
+                target.symlink_to(source)
+        elif not target.exists():
+            target.touch()
