@@ -360,11 +360,15 @@ class ComfyServer:
     def object_info(self, node_class: str | None = None) -> dict:
         return self.get("/object_info" + (f"/{node_class}" if node_class else ""), timeout=60.0)
 
-    def queue(self, graph: dict, client_id: str = "negguide-tests") -> str:
-        """POST an API-format graph to /prompt; returns its prompt id. A graph that fails
-        validation raises ServerError with the server's error and node_errors."""
+    def queue(self, graph: dict, client_id: str = "negguide-tests", workflow: dict | None = None) -> str:
+        """POST an API-format graph to /prompt; returns its prompt id. ``workflow`` (the UI
+        format) is sent as the frontend does, so SaveImage embeds it in the PNG. A graph that
+        fails validation raises ServerError with the server's error and node_errors."""
+        body = {"prompt": graph, "client_id": client_id}
+        if workflow is not None:
+            body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
         try:
-            answer = self._request("POST", "/prompt", {"prompt": graph, "client_id": client_id})
+            answer = self._request("POST", "/prompt", body)
         except urllib.error.HTTPError as e:
             detail = e.read().decode(errors="replace")
             raise ServerError(f"/prompt refused the graph (HTTP {e.code}): {detail}") from None

@@ -10,6 +10,7 @@ from .blip2 import NegGuideBLIP2Caption, NegGuideBLIP2Loader
 from .dng import NegGuideDNG, NegGuideDNGGuider, NegGuideDNGPlot
 from .dns import NegGuideDNS, NegGuideDNSGuider
 from .negtome import NegGuideNegToMe
+from .shapes_world import SHAPES_WORLD_NODES
 from .vsf import NegGuideVSF, NegGuideVSFAttentionMap
 
 TEST_NODES_ENV = "NEGGUIDE_TEST_NODES"
@@ -30,6 +31,7 @@ class NegGuideExtension(ComfyExtension):
             NegGuideDNSGuider,
             NegGuideBLIP2Loader,
             NegGuideBLIP2Caption,
+            *SHAPES_WORLD_NODES,
         ]
         if os.environ.get(TEST_NODES_ENV) == "1":
             from ..harness.test_nodes import TEST_NODES

@@ -1,0 +1,364 @@
+"""Train the shapes-world models, deterministically (``scripts/train_shapes_world.py``).
+
+Stages, in order (each writes its file into the output folder and a line into ``training.json``):
+
+1. ``vae``: a 16-channel TAESD on random 32x32 crops of generated scenes (it is fully
+   convolutional, so crops are 4x cheaper than full images and it works at any size); the
+   decoder sees noisy latents so it tolerates a diffusion model's errors. Then ``vae_scale`` /
+   ``vae_shift`` are set so that the SD3 latent format's ``process_in`` has mean 0, std 1.
+2. ``text_encoder``: the CLIP-L text model, deterministic random weights (frozen).
+3. one stage per diffusion family (``sd3``, ``sd15``, ``flux``): the standard denoising loss on
+   the family's own model sampling (sigma drawn uniformly from its sigma table, loss on the
+   epsilon / velocity scale), through ComfyUI's ``BaseModel.apply_model``, with 10% empty-caption
+   dropout for classifier-free guidance.
+4. ``judge``: the concept classifier, on clean and VAE-round-tripped scenes with blur and noise;
+   its held-out accuracy per concept is measured on fresh scenes and recorded.
+
+Requires ComfyUI booted in this process (library mode). Results are identical run to run on the
+same machine with the same torch thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import judge as judge_module
+from . import models, world
+from ..harness.zoo import initialise, state_dict_digest
+
+log = logging.getLogger("negguide.shapes_world.train")
+STAGES: tuple[str, ...] = ("vae", "text_encoder", "vae_decoder", *models.FAMILIES, "judge")
+CFG_DROPOUT = 0.1
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Optimisation steps per stage (scaled down for the smoke test)."""
+
+    vae: int = 700
+    vae_decoder: int = 600
+    diffusion: int = 1600
+    judge: int = 900
+    dataset: int = 6000
+    judge_eval: int = 2000
+    vae_images: int = 4000
+
+    def scaled(self, factor: float) -> "Budget":
+        def s(n, floor):
+            return max(floor, int(round(n * factor)))
+        return Budget(s(self.vae, 2), s(self.vae_decoder, 2), s(self.diffusion, 2), s(self.judge, 2), s(self.dataset, 16), s(self.judge_eval, 16),
+                      s(self.vae_images, 16))
+
+
+def _generator(stage: str) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(sum(ord(c) * 131 ** i for i, c in enumerate(stage)) % (2**31))
+    return g
+
+
+def _save(state_dict: dict, path: Path, dtype=torch.float16) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in state_dict.items()}, str(path))
+
+
+def _cosine_lr(step: int, total: int, peak: float, warmup: int = 50) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
+
+
+def _optimise(params, steps: int, lr: float, loss_fn, label: str) -> list[float]:
+    """AdamW with warmup + cosine decay and gradient clipping; returns the loss curve (per 50)."""
+    params = [p for p in params if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    curve, running = [], []
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(step, steps, lr)
+        loss = loss_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        running.append(float(loss.detach()))
+        if (step + 1) % 50 == 0 or step + 1 == steps:
+            curve.append(float(np.mean(running)))
+            running = []
+            log.info("%s step %d/%d loss %.4f", label, step + 1, steps, curve[-1])
+    return curve
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [0, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Stages
+
+
+def train_vae(out: Path, budget: Budget) -> dict:
+    import comfy.taesd.taesd
+
+    g = _generator("vae")
+    taesd = comfy.taesd.taesd.TAESD(latent_channels=models.LATENT_CHANNELS)
+    initialise(taesd, g)
+    images = _to_tensor(world.generate(budget.vae_images, seed=11)[0])
+    crop, batch = 32, 24
+
+    def loss_fn(step):
+        idx = torch.randint(len(images), (batch,), generator=g)
+        ox, oy = (int(v) for v in torch.randint(0, world.SIZE - crop + 1, (2,), generator=g))
+        x = images[idx, :, oy:oy + crop, ox:ox + crop]
+        z = taesd.taesd_encoder(x)
+        y = taesd.taesd_decoder(z + 0.1 * torch.randn(z.shape, generator=g))
+        return (y - x).abs().mean() + ((y - x) ** 2).mean() + 1e-4 * (z ** 2).mean()
+
+    taesd.train()
+    curve = _optimise(taesd.parameters(), budget.vae, 2e-3, loss_fn, "vae")
+    taesd.eval()
+    with torch.no_grad():
+        sample = images[:256]
+        raw = taesd.taesd_encoder(sample)
+        mean, std = float(raw.mean()), float(raw.std())
+        import comfy.latent_formats
+
+        fmt = comfy.latent_formats.SD3()
+        taesd.vae_scale.fill_(std * fmt.scale_factor)
+        taesd.vae_shift.fill_(fmt.shift_factor - mean / (std * fmt.scale_factor))
+        recon = taesd.taesd_decoder(raw).clamp(0, 1)
+        psnr = float(-10 * torch.log10(((recon - sample) ** 2).mean()))
+    _save(taesd.state_dict(), out / models.VAE_FILE)
+    return {"loss_curve": curve, "raw_latent_mean": mean, "raw_latent_std": std, "recon_psnr_db": psnr}
+
+
+def train_vae_decoder(out: Path, budget: Budget) -> dict:
+    """Sharpen the decoder on whole 64x64 scenes with the encoder frozen: the latent space (and
+    so every diffusion model trained on it) stays exactly the same."""
+    import comfy.taesd.taesd
+    import comfy.utils
+
+    g = _generator("vae_decoder")
+    taesd = comfy.taesd.taesd.TAESD(latent_channels=models.LATENT_CHANNELS)
+    taesd.load_state_dict({k: v.float() for k, v in comfy.utils.load_torch_file(str(out / models.VAE_FILE)).items()})
+    taesd.taesd_encoder.requires_grad_(False)
+    taesd.vae_scale.requires_grad_(False)
+    taesd.vae_shift.requires_grad_(False)
+    images = _to_tensor(world.generate(budget.vae_images, seed=13)[0])
+    batch = 16
+
+    def loss_fn(step):
+        x = images[torch.randint(len(images), (batch,), generator=g)]
+        with torch.no_grad():
+            z = taesd.taesd_encoder(x)
+        y = taesd.taesd_decoder(z + 0.05 * torch.randn(z.shape, generator=g))
+        return (y - x).abs().mean() + ((y - x) ** 2).mean()
+
+    taesd.taesd_decoder.train()
+    curve = _optimise(taesd.taesd_decoder.parameters(), budget.vae_decoder, 5e-4, loss_fn, "vae_decoder")
+    taesd.eval()
+    with torch.no_grad():
+        sample = images[:256]
+        psnr = float(-10 * torch.log10(((taesd.taesd_decoder(taesd.taesd_encoder(sample)).clamp(0, 1) - sample) ** 2).mean()))
+    _save(taesd.state_dict(), out / models.VAE_FILE)
+    return {"loss_curve": curve, "recon_psnr_db": psnr}
+
+
+def make_text_encoder(out: Path, budget: Budget) -> dict:
+    clip = models.new_clip("sd15")
+    text_model = models.clip_text_model(clip)
+    initialise(text_model, _generator("text_encoder"))
+    _save(text_model.state_dict(), out / models.TEXT_ENCODER_FILE)
+    return {"parameters": sum(p.numel() for p in text_model.parameters())}
+
+
+@dataclass
+class _Dataset:
+    latents: torch.Tensor  # [N, 16, 8, 8] in the model's latent space (process_in applied)
+    caption_index: torch.Tensor  # [N] into cond/pooled
+    cond: torch.Tensor  # [U, 77, 64] the encoder's real channels
+    pooled: torch.Tensor  # [U, P]
+    empty_index: int
+    context_width: int  # what the family's CLIP wrapper pads the context to
+
+
+def _encode_captions(clip, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    conds, pooled = [], []
+    width = None
+    for text in captions:
+        c, p = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+        width = c.shape[-1]
+        conds.append(c[0, :, :models.CLIP_WIDTH].float())
+        pooled.append(p[0].float())
+    return torch.stack(conds), torch.stack(pooled), width
+
+
+def _encoded_scenes(out: Path, budget: Budget) -> tuple[torch.Tensor, list[str]]:
+    """The training scenes as model-space latents (SD3 latent format) and their captions.
+    Encoding is most of a stage's set-up time, so the result is cached in ``out`` (a hidden,
+    git-ignored file keyed by the VAE encoder's digest and the dataset size)."""
+    import comfy.latent_formats
+
+    vae_file = out / models.VAE_FILE
+    vae = models.load_vae(vae_file)
+    encoder = {k: v for k, v in vae.first_stage_model.state_dict().items() if not k.startswith("taesd_decoder.")}
+    key = state_dict_digest(encoder)[:16]
+    cache = out / f".latents-{key}-{budget.dataset}.pt"
+    if cache.is_file():
+        saved = torch.load(cache)
+        return saved["latents"], saved["captions"]
+    images, scenes = world.generate(budget.dataset, seed=12)
+    with torch.no_grad():
+        z = torch.cat([vae.encode(torch.from_numpy(chunk).float() / 255.0)
+                       for chunk in np.array_split(images, max(1, len(images) // 256))])
+    latents, captions = comfy.latent_formats.SD3().process_in(z.float()), [s.caption for s in scenes]
+    partial = cache.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({"latents": latents, "captions": captions}, partial)
+    partial.replace(cache)
+    return latents, captions
+
+
+def _dataset(family: str, out: Path, budget: Budget) -> _Dataset:
+    latents, captions = _encoded_scenes(out, budget)
+    unique = sorted(set(captions) | {""})
+    clip = models.load_clip(family, out / models.TEXT_ENCODER_FILE)
+    cond, pooled, width = _encode_captions(clip, unique)
+    position = {c: i for i, c in enumerate(unique)}
+    return _Dataset(latents, torch.tensor([position[c] for c in captions]), cond, pooled, position[""], width)
+
+
+def _copy_saved(tensor: torch.Tensor) -> torch.Tensor:
+    """Autograd pack hook: keep a copy of every saved activation. ComfyUI's Flux blocks add
+    their residuals in place (``img += ...``), which would otherwise overwrite tensors that
+    backward needs; inference is unaffected."""
+    return tensor.clone()
+
+
+def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def train_diffusion(family: str, out: Path, budget: Budget) -> dict:
+    data = _dataset(family, out, budget)
+    g = _generator(family)
+    model = models.new_diffusion_model(family)
+    initialise(model.diffusion_model, g)
+    sampling = model.model_sampling
+    sigmas = sampling.sigmas.float()
+    batch = 64
+
+    def loss_fn(step):
+        idx = torch.randint(len(data.latents), (batch,), generator=g)
+        x0 = data.latents[idx]
+        captions = data.caption_index[idx].clone()
+        captions[torch.rand(batch, generator=g) < CFG_DROPOUT] = data.empty_index
+        cond = torch.nn.functional.pad(data.cond[captions], (0, data.context_width - models.CLIP_WIDTH))
+        sigma = sigmas[torch.randint(len(sigmas), (batch,), generator=g)]
+        noise = torch.randn(x0.shape, generator=g)
+        x_t = sampling.noise_scaling(sigma, noise, x0)
+        conds = model.extra_conds(cross_attn=cond, pooled_output=data.pooled[captions], device=x0.device, noise=x_t)
+        kwargs = {k: v.process_cond(batch_size=batch, device=x0.device, area=None).cond for k, v in conds.items()}
+        with torch.autograd.graph.saved_tensors_hooks(_copy_saved, _unpack_saved):
+            denoised = model.apply_model(x_t, sigma, **kwargs)
+        return (((denoised - x0) / sigma.view(-1, 1, 1, 1)) ** 2).mean()
+
+    model.diffusion_model.train()
+    curve = _optimise(model.diffusion_model.parameters(), budget.diffusion, 4e-4, loss_fn, family)
+    model.diffusion_model.eval()
+    _save(model.diffusion_model.state_dict(), out / models.diffusion_file(family))
+    return {"loss_curve": curve, "parameters": sum(p.numel() for p in model.diffusion_model.parameters())}
+
+
+def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random blur (3x3 box mixed in) and pixel noise, per image."""
+    blur = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    mix = torch.rand(len(x), 1, 1, 1, generator=g) * 0.8
+    noise = torch.randn(x.shape, generator=g) * torch.rand(len(x), 1, 1, 1, generator=g) * 0.06
+    return (x * (1 - mix) + blur * mix + noise).clamp(0, 1)
+
+
+def _round_trip(vae, images: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] through the VAE (encode, decode) and back."""
+    with torch.no_grad():
+        pixels = images.permute(0, 2, 3, 1)
+        return vae.decode(vae.encode(pixels)).float().permute(0, 3, 1, 2).clamp(0, 1)
+
+
+def _judge_inputs(count: int, seed: int, vae) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    images, scenes = world.generate(count, seed)
+    x = _to_tensor(images)
+    half = len(x) // 2
+    x = torch.cat([x[:half], _round_trip(vae, x[half:])])
+    labels = torch.from_numpy(np.stack([s.labels() for s in scenes]))
+    scene_ids = torch.tensor([world.SCENES.index(s.scene) for s in scenes])
+    return x, labels, scene_ids
+
+
+def judge_accuracy(judge: judge_module.Judge, x: torch.Tensor, labels: torch.Tensor, scene_ids: torch.Tensor) -> dict:
+    presence, scene = judge_module.judge_images(judge, x.permute(0, 2, 3, 1))
+    per_concept = ((presence > 0.5).float() == labels).float().mean(0)
+    return {"per_concept": {c: float(a) for c, a in zip(world.CONCEPTS, per_concept)},
+            "scene": float((scene == scene_ids).float().mean()), "min": float(per_concept.min())}
+
+
+def train_judge(out: Path, budget: Budget) -> dict:
+    g = _generator("judge")
+    torch.manual_seed(int(torch.randint(2**31, (1,), generator=g)))  # BatchNorm/Conv default init
+    vae = models.load_vae(out / models.VAE_FILE)
+    x, labels, scene_ids = _judge_inputs(budget.dataset, 21, vae)
+    judge = judge_module.Judge()
+    batch = 64
+
+    def loss_fn(step):
+        idx = torch.randint(len(x), (batch,), generator=g)
+        concept_logits, scene_logits = judge_module.split_logits(judge(_augment(x[idx], g)))
+        return (torch.nn.functional.binary_cross_entropy_with_logits(concept_logits, labels[idx])
+                + torch.nn.functional.cross_entropy(scene_logits, scene_ids[idx]))
+
+    judge.train()
+    curve = _optimise(judge.parameters(), budget.judge, 3e-3, loss_fn, "judge")
+    judge.eval()
+    _save(judge.state_dict(), out / models.JUDGE_FILE, dtype=torch.float32)
+    held_out = judge_accuracy(judge, *_judge_inputs(budget.judge_eval, 99, vae))
+    return {"loss_curve": curve, "held_out_accuracy": held_out}
+
+
+def run(out: Path, stages: tuple[str, ...] = STAGES, budget: Budget = Budget()) -> dict:
+    """Run ``stages`` (in STAGES order) into ``out``; returns and writes the training record."""
+    out.mkdir(parents=True, exist_ok=True)
+    record_path = out / "training.json"
+    record = {}
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        if stage == "vae":
+            result = train_vae(out, budget)
+        elif stage == "text_encoder":
+            result = make_text_encoder(out, budget)
+        elif stage == "vae_decoder":
+            result = train_vae_decoder(out, budget)
+        elif stage == "judge":
+            result = train_judge(out, budget)
+        else:
+            result = train_diffusion(stage, out, budget)
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        result["torch_threads"] = torch.get_num_threads()
+        result["budget"] = budget.__dict__
+        record[stage] = result
+        on_disk = json.loads(record_path.read_text()) if record_path.is_file() else {}  # other stages' runs
+        record_path.write_text(json.dumps({**on_disk, stage: result}, indent=1))
+        log.info("stage %s done in %.0f s", stage, result["seconds"])
+    return record
