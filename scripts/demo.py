@@ -1,95 +1,80 @@
-"""`make demo`: run NegGuide's nodes through a real ComfyUI server and write the images.
+"""`make demo`: run every bundled shapes-world workflow through a real ComfyUI server.
 
-Interim main job: until the trained shapes-world models land (issue 7), the graphs run on the
-tiny random-weight zoo models (harness/zoo.py) through the test-only loader node, so the
-pictures show that every step of the pipeline runs on each architecture, not image quality.
-Each architecture is sampled without and with NegGuideVSF (same seed); the PNGs (with the API
-prompt embedded by SaveImage, as ComfyUI does) and a side-by-side sheet go to out/demo/.
+Starts ComfyUI (``main.py``) with this pack, loads each ``workflows/Shapes world - *.json`` (the
+UI-format files users open from the Templates menu), converts it to the API format as the
+frontend does, queues it with the workflow attached (so SaveImage embeds both the prompt and the
+workflow in each PNG, as in the browser), and copies the images to ``out/demo/<workflow>/``. A
+comparison sheet (one row per workflow, its images left to right) is written to
+``out/demo/comparison.png``. The shapes-world models are bundled with the pack, so nothing is
+downloaded; the whole run takes well under a minute once the host is set up.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _pack import ROOT, load_pack
+
 OUT = ROOT / "out" / "demo"
-ARCHITECTURES = ("sd15", "sd3", "flux")
-POSITIVE = "a red circle on a blue background"
-NEGATIVE = "a red circle"
+SHAPES_PREFIX = "Shapes world - "
 
 
-def load_pack():
-    spec = importlib.util.spec_from_file_location("negguide", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    sys.modules["negguide"] = module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def shapes_workflows() -> list[Path]:
+    return sorted((ROOT / "workflows").glob(f"{SHAPES_PREFIX}*.json"))
 
 
-def graph(architecture: str, with_vsf: bool) -> dict:
-    nodes = {
-        "loader": {"class_type": "NegGuideTestZooLoader", "inputs": {"architecture": architecture, "seed": 0}},
-        "positive": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["loader", 1], "text": POSITIVE}},
-        "negative": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["loader", 1], "text": ""}},
-        "latent": {"class_type": "EmptyLatentImage" if architecture == "sd15" else "EmptySD3LatentImage",
-                   "inputs": {"width": 128, "height": 128, "batch_size": 1}},
-        "sampler": {"class_type": "KSampler", "inputs": {
-            "model": ["vsf", 0] if with_vsf else ["loader", 0], "seed": 7, "steps": 4, "cfg": 1.0,
-            "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0,
-            "positive": ["positive", 0], "negative": ["negative", 0], "latent_image": ["latent", 0]}},
-        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["loader", 2]}},
-        "save": {"class_type": "SaveImage", "inputs": {
-            "images": ["decode", 0], "filename_prefix": f"negguide_demo_{architecture}_{'vsf' if with_vsf else 'plain'}"}},
-    }
-    if with_vsf:
-        nodes["vsf"] = {"class_type": "NegGuideVSF", "inputs": {
-            "model": ["loader", 0], "clip": ["loader", 1], "negative": NEGATIVE, "scale": 3.0, "bias": 0.1,
-            "start_percent": 0.0, "end_percent": 1.0}}
-    return nodes
-
-
-def comparison_sheet(rows: list[tuple[str, Path, Path]], path: Path) -> None:
+def comparison_sheet(rows: list[tuple[str, list[Path]]], path: Path, tile: int = 128) -> None:
     from PIL import Image, ImageDraw
 
-    tiles = [(label, Image.open(a).convert("RGB"), Image.open(b).convert("RGB")) for label, a, b in rows]
-    size, label_w, pad = 128, 80, 4
-    sheet = Image.new("RGB", (label_w + 2 * (size + pad), 20 + len(tiles) * (size + pad)), "white")
+    label_h, pad = 16, 4
+    width = max(len(images) for _, images in rows) * (tile + pad) + pad
+    sheet = Image.new("RGB", (max(width, 420), len(rows) * (tile + label_h + pad) + pad), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((label_w, 4), "no negative", fill="black")
-    draw.text((label_w + size + pad, 4), f"VSF: '{NEGATIVE}'", fill="black")
-    for i, (label, plain, vsf) in enumerate(tiles):
-        y = 20 + i * (size + pad)
-        draw.text((4, y + size // 2), label, fill="black")
-        sheet.paste(plain.resize((size, size)), (label_w, y))
-        sheet.paste(vsf.resize((size, size)), (label_w + size + pad, y))
+    y = pad
+    for label, images in rows:
+        draw.text((pad, y), label, fill="black")
+        for i, image_path in enumerate(images):
+            picture = Image.open(image_path).convert("RGB").resize((tile, tile), Image.NEAREST)
+            sheet.paste(picture, (pad + i * (tile + pad), y + label_h))
+        y += tile + label_h + pad
     sheet.save(path)
 
 
 def main() -> int:
     load_pack()
+    from negguide.harness import workflows
     from negguide.harness.server import ComfyServer
 
-    OUT.mkdir(parents=True, exist_ok=True)
+    files = shapes_workflows()
+    if not files:
+        print("no shapes-world workflows found in workflows/", file=sys.stderr)
+        return 1
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    OUT.mkdir(parents=True)
     rows = []
-    started = time.time()
-    print("[demo] starting ComfyUI with the pack ...", flush=True)
-    with ComfyServer(test_nodes=True) as server:
-        for architecture in ARCHITECTURES:
-            images = []
-            for with_vsf in (False, True):
-                name = f"{architecture} {'+ VSF' if with_vsf else 'plain'}"
-                print(f"[demo] {name} ...", flush=True)
-                history = server.run(graph(architecture, with_vsf), timeout=300)
-                (image,) = server.output_images(history)
-                images.append(Path(shutil.copy(image, OUT / image.name)))
-            rows.append((architecture, *images))
-        if server.import_errors():
-            print("[demo] the pack reported import errors:\n" + "\n".join(server.import_errors()), file=sys.stderr)
-            return 1
+    start = time.perf_counter()
+    print(f"[demo] starting ComfyUI with NegGuide ({len(files)} shapes-world workflows)", flush=True)
+    with ComfyServer() as server:
+        object_info = server.object_info()
+        for number, path in enumerate(files, 1):
+            ui_workflow = workflows.load(path)
+            prompt = workflows.to_api(ui_workflow, object_info)
+            t0 = time.perf_counter()
+            history = server.wait(server.queue(prompt, workflow=ui_workflow), timeout=600)
+            images = server.output_images(history)
+            name = path.stem[len(SHAPES_PREFIX):]
+            target = OUT / path.stem
+            target.mkdir()
+            copied = [Path(shutil.copy(image, target / image.name)) for image in images]
+            rows.append((name, copied))
+            print(f"[demo] {number}/{len(files)} {path.stem}: {len(copied)} images in {time.perf_counter() - t0:.1f} s", flush=True)
     comparison_sheet(rows, OUT / "comparison.png")
-    print(f"[demo] done in {time.time() - started:.0f} s: images and comparison.png in {OUT}", flush=True)
+    print(f"[demo] done in {time.perf_counter() - start:.0f} s: {OUT.relative_to(ROOT)}/ (comparison.png, "
+          f"one folder per workflow; each PNG embeds its prompt and workflow)")
     return 0
 
 

@@ -14,7 +14,10 @@ from . import models, world
 
 
 class Judge(nn.Module):
-    def __init__(self, width: int = 32):
+    """Input [B, 3, 64, 64] in [0, 1], average-pooled to 32x32 (the concepts are 14-22 px wide,
+    so nothing is lost), then three conv blocks (32 -> 16 -> 8 -> 4) and a linear head."""
+
+    def __init__(self, width: int = 24):
         super().__init__()
 
         def block(c_in, c_out):
@@ -22,8 +25,7 @@ class Judge(nn.Module):
                                  nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
                                  nn.MaxPool2d(2))
 
-        self.features = nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 4 * width),
-                                      block(4 * width, 4 * width))  # 64 -> 4
+        self.features = nn.Sequential(nn.AvgPool2d(2), block(3, width), block(width, 2 * width), block(2 * width, 4 * width))
         self.head = nn.Linear(4 * width * 16, len(world.CONCEPTS) + len(world.SCENES))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -11,16 +11,18 @@ Files (``shapes_world/weights/``, committed, reproduced by ``scripts/train_shape
 - ``negguide_shapes_sd3.safetensors``: an SD3 MMDiT (depth 2, hidden 128), a plain diffusion-model
   file: the stock UNETLoader detects and loads it. Text: CLIP-L only (SD3's text encoder without
   CLIP-G and T5: 4096-wide context, 1344-wide pooled vector).
-- ``negguide_shapes_sd15.safetensors``: an SD1.5 UNet (64 channels, two levels). The stock loaders
-  cannot detect a UNet this small, so :func:`load` builds it (``NegGuideShapesWorldLoader``).
+- ``negguide_shapes_sd15.safetensors``: an SD1.5 UNet (64 channels, two levels, cross-attention
+  to CLIP-L), trained as a rectified-flow model (discrete flow, shift 1: the SD1.5 EPS
+  parameterisation did not learn the scenes in the CPU training budget). The stock loaders cannot
+  detect a UNet this small, so :func:`load` builds it (``NegGuideShapesWorldLoader``).
 - ``negguide_shapes_flux.safetensors``: a Flux-schnell-style DiT (hidden 128, 2 double + 2 single
   blocks, no guidance embedding), built by :func:`load` as well. It reads the CLIP-L text model
   directly (77 text tokens; real Flux uses T5).
 
 All three diffusion models work in the VAE's 16-channel latent space with the SD3 latent format
 (the SD1.5 and Flux config classes here differ from ComfyUI's only in that). Model sampling is
-each family's own: SD1.5 EPS (1000 discrete steps), SD3 discrete flow with shift 3, Flux schnell
-flow (shift 1). Everything was trained with 10% empty-caption dropout, so CFG, DNS and DNG work.
+SD3 discrete flow with shift 3 (the stock SD3 config), the SD1.5 UNet discrete flow with shift 1,
+Flux schnell flow (shift 1). Everything was trained with 10% empty-caption dropout, so CFG, DNS and DNG work.
 """
 
 from __future__ import annotations
@@ -87,11 +89,16 @@ def _flux_unet_config() -> dict:
 def _config(family: str):
     """A ``comfy.supported_models`` config object for ``family`` (16-channel SD3 latent format)."""
     import comfy.latent_formats
+    import comfy.model_base
     import comfy.supported_models
 
     class ShapesWorldSD15(comfy.supported_models.SD15):
         latent_format = comfy.latent_formats.SD3
         unet_extra_config = {}
+        sampling_settings = {"shift": 1.0}
+
+        def model_type(self, state_dict, prefix=""):  # rectified flow, like SD3 (see the module docstring)
+            return comfy.model_base.ModelType.FLOW
 
         def inpaint_model(self):  # SD15 takes in_channels > 4 to mean an inpainting UNet
             return False
