@@ -263,6 +263,31 @@ STREET = "a photo of a quiet street with trees, parked cars and houses"
 RELATED, UNRELATED = "cars", "an elephant"
 
 
+def dng_branches(loader, cfg, prefix, negatives):
+    """Shared sampling nodes (RandomNoise, KSamplerSelect euler_ancestral, BasicScheduler 20 steps)
+    and, per (branch, negative text), a NegGuideDNGGuider branch with its SaveImage and lambda(t)
+    plot. ``loader`` is the key of the node giving MODEL, CLIP, VAE (slots 0, 1, 2); the prompt
+    and empty-prompt encodings are the nodes "pos" and "empty", the latent is "latent"."""
+    nodes = [N("noise", "RandomNoise", dict(noise_seed=SEED)),
+             N("sampler", "KSamplerSelect", dict(sampler_name="euler_ancestral")),
+             N("sigmas", "BasicScheduler", dict(model=link(loader), scheduler="normal", steps=20, denoise=1.0))]
+    for branch, negative in negatives:
+        nodes += [
+            text(f"neg_{branch}", link(loader, 1), negative, f"Negative: {branch}"),
+            N(f"guider_{branch}", "NegGuideDNGGuider", dict(
+                model=link(loader), positive=link("pos"), negative=link(f"neg_{branch}"), cfg=cfg, lambda0=15.0,
+                prior=0.01, temperature=0.25, offset=0.003, p_min=1e-6, p_max=0.99, empty_conditioning=link("empty"))),
+            N(f"sample_{branch}", "SamplerCustomAdvanced", dict(
+                noise=link("noise"), guider=link(f"guider_{branch}"), sampler=link("sampler"), sigmas=link("sigmas"),
+                latent_image=link("latent"))),
+            *decode_save(link(f"sample_{branch}"), link(loader, 2), f"{prefix}_{branch}", key=f"save_{branch}"),
+            N(f"plot_{branch}", "NegGuideDNGPlot", dict(samples=link(f"sample_{branch}"), curve="lambda",
+                                                         guider=link(f"guider_{branch}"))),
+            N(f"show_plot_{branch}", "PreviewImage", dict(images=link(f"plot_{branch}"))),
+        ]
+    return nodes
+
+
 def dng(family):
     sd15 = family == "SD1.5"
     ckpt = "v1-5-pruned-emaonly-fp16.safetensors" if sd15 else "sd_xl_base_1.0.safetensors"
@@ -271,24 +296,8 @@ def dng(family):
              text("pos", link("ckpt", 1), STREET, "Positive prompt"),
              text("empty", link("ckpt", 1), "", "Empty prompt (CFG)"),
              N("latent", "EmptyLatentImage", dict(width=size, height=size, batch_size=1)),
-             N("noise", "RandomNoise", dict(noise_seed=SEED)),
-             N("sampler", "KSamplerSelect", dict(sampler_name="euler_ancestral")),
-             N("sigmas", "BasicScheduler", dict(model=link("ckpt"), scheduler="normal", steps=20, denoise=1.0))]
-    for branch, negative in (("related", RELATED), ("unrelated", UNRELATED)):
-        nodes += [
-            text(f"neg_{branch}", link("ckpt", 1), negative, f"Negative: {branch}"),
-            N(f"guider_{branch}", "NegGuideDNGGuider", dict(
-                model=link("ckpt"), positive=link("pos"), negative=link(f"neg_{branch}"), cfg=7.5, lambda0=15.0,
-                prior=0.01, temperature=0.25, offset=0.003, p_min=1e-6, p_max=0.99, empty_conditioning=link("empty"))),
-            N(f"sample_{branch}", "SamplerCustomAdvanced", dict(
-                noise=link("noise"), guider=link(f"guider_{branch}"), sampler=link("sampler"), sigmas=link("sigmas"),
-                latent_image=link("latent"))),
-            *decode_save(link(f"sample_{branch}"), link("ckpt", 2), f"NegGuide/DNG_{family.lower().replace('.', '')}_{branch}",
-                         key=f"save_{branch}"),
-            N(f"plot_{branch}", "NegGuideDNGPlot", dict(samples=link(f"sample_{branch}"), curve="lambda",
-                                                         guider=link(f"guider_{branch}"))),
-            N(f"show_plot_{branch}", "PreviewImage", dict(images=link(f"plot_{branch}"))),
-        ]
+             *dng_branches("ckpt", 7.5, f"NegGuide/DNG_{family.lower().replace('.', '')}",
+                           (("related", RELATED), ("unrelated", UNRELATED)))]
     note = f"""# DNG: a related and an unrelated negative side by side ({family})
 
 **Dynamic Negative Guidance** pushes away from the negative only while the image is actually
@@ -458,32 +467,17 @@ def shapes_dng():
              sampler(link("world"), link("pos"), link("empty"), link("latent"), 20, 5.0, "euler_ancestral", "normal",
                      key="plain"),
              *decode_save(link("plain"), link("world", 2), "NegGuide/shapes_dng_cfg_only", key="save_plain"),
-             N("noise", "RandomNoise", dict(noise_seed=SEED)),
-             N("sampler", "KSamplerSelect", dict(sampler_name="euler_ancestral")),
-             N("sigmas", "BasicScheduler", dict(model=link("world"), scheduler="normal", steps=20, denoise=1.0))]
-    for branch, negative in (("related", "sun"), ("unrelated", "moon")):
-        nodes += [
-            text(f"neg_{branch}", link("world", 1), negative, f"Negative ({branch})"),
-            N(f"guider_{branch}", "NegGuideDNGGuider", dict(
-                model=link("world"), positive=link("pos"), negative=link(f"neg_{branch}"), cfg=5.0, lambda0=15.0,
-                prior=0.01, temperature=0.25, offset=0.003, p_min=1e-6, p_max=0.99, empty_conditioning=link("empty"))),
-            N(f"sample_{branch}", "SamplerCustomAdvanced", dict(
-                noise=link("noise"), guider=link(f"guider_{branch}"), sampler=link("sampler"), sigmas=link("sigmas"),
-                latent_image=link("latent"))),
-            *decode_save(link(f"sample_{branch}"), link("world", 2), f"NegGuide/shapes_dng_{branch}", key=f"save_{branch}"),
-            N(f"plot_{branch}", "NegGuideDNGPlot", dict(samples=link(f"sample_{branch}"), curve="lambda",
-                                                         guider=link(f"guider_{branch}"))),
-            N(f"show_plot_{branch}", "PreviewImage", dict(images=link(f"plot_{branch}"))),
-        ]
+             *dng_branches("world", 5.0, "NegGuide/shapes_dng", (("related", "sun"), ("unrelated", "moon")))]
     note = f"""# Shapes world: DNG with a related and an unrelated negative (SD1.5-style)
 
 *{SHAPES_PROMPT}*, batch 4, seed {SEED}: CFG 5 only (first), then **NegGuideDNGGuider** with the
-**related** negative *sun* (lambda rises where a sun starts to form and removes it) and with the
-**unrelated** negative *moon* (never on a beach: lambda stays near 0 and the images stay as CFG
-alone draws them). The plots show lambda(t) per image.
+**related** negative *sun* and with the **unrelated** negative *moon* (never on a beach: lambda
+stays near 0 and the images stay as CFG alone draws them). The plots show lambda(t) per image.
+On this tiny model the paper's SD settings collect little evidence per step, so lambda also stays
+low for the sun: raise **temperature** (e.g. 1-2) to see DNG act on it.
 
-20 steps, euler_ancestral (exact posterior tracking), cfg 5, prior 0.01, temperature 0.25,
-offset 0.003, lambda0 15.
+20 steps, euler_ancestral (this model is a rectified-flow UNet, so the posterior update is
+approximate), cfg 5, prior 0.01, temperature 0.25, offset 0.003, lambda0 15.
 
 {SHAPES_FILES}
 """
