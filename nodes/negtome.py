@@ -164,14 +164,15 @@ class NegToMeHooks:
             self._mask_cache[key] = small.reshape(-1).repeat(frames).to(device)
         return self._mask_cache[key]
 
-    def _merge(self, tokens: torch.Tensor, layout: _CallLayout, grid) -> torch.Tensor:
-        """Merge image tokens [B, I, D] of one call (a new tensor)."""
+    def _merge(self, tokens: torch.Tensor, layout: _CallLayout, grid, in_place: bool) -> torch.Tensor:
+        """Merge image tokens [B, I, D] of one call (in place, or into a new tensor)."""
         if layout.reference_rows is None:
-            return diversity_merge(tokens, layout.groups, self.alpha, self.threshold)
+            return diversity_merge(tokens, layout.groups, self.alpha, self.threshold, in_place=in_place)
         mask = self._mask_for(grid, tokens.device)
         if mask is not None and mask.shape[0] != tokens.shape[1]:
             raise ValueError(f"NegGuideNegToMe: reference mask on {mask.shape[0]} tokens, attention has {tokens.shape[1]}")
-        return reference_merge(tokens, layout.groups, layout.reference_rows, self.alpha, self.threshold, mask)
+        return reference_merge(tokens, layout.groups, layout.reference_rows, self.alpha, self.threshold, mask,
+                               in_place=in_place)
 
     def unet_attn1_output(self, n, extra_options):
         """attn1_output_patch: n [B, L, C] is the self-attention output after to_out."""
@@ -182,7 +183,7 @@ class NegToMeHooks:
         grid = (1, shape[-2], shape[-1]) if shape is not None and len(shape) == 4 else (1, 1, n.shape[1])
         if grid[1] * grid[2] != n.shape[1]:
             grid = (1, 1, n.shape[1])
-        return self._merge(n, layout, grid)
+        return self._merge(n, layout, grid, in_place=False)  # n may be another patch's tensor
 
     def attention_override(self, func, q, k, v, heads, mask=None, **kwargs):
         if self.previous_override is not None:
@@ -200,13 +201,11 @@ class NegToMeHooks:
         if out_dim == 2:  # [B, H, L, D]: features are all heads concatenated
             b, h, _, d = out.shape
             image = out[:, :, lo:hi].permute(0, 2, 1, 3).reshape(b, hi - lo, h * d)
-            merged = self._merge(image, layout, layout.grid)
+            merged = self._merge(image, layout, layout.grid, in_place=True)
             out[:, :, lo:hi] = merged.view(b, hi - lo, h, d).permute(0, 2, 1, 3)
             return out
-        merged = self._merge(out[:, lo:hi], layout, layout.grid)
-        if lo == 0 and hi == out.shape[1]:
-            return merged
-        out[:, lo:hi] = merged  # the attention output is a fresh tensor: written in place
+        # [B, L, H*D]: the image tokens are merged in place, as a view (this call's fresh output)
+        self._merge(out[:, lo:hi], layout, layout.grid, in_place=True)
         return out
 
     def _image_span(self, layout: _CallLayout, q_len: int, k_len: int) -> tuple[int, int] | None:

@@ -8,6 +8,7 @@ from negguide.attention_patches.negtome import (
     chunk_size,
     diversity_merge,
     merge_tokens,
+    merge_tokens_,
     reference_merge,
 )
 
@@ -131,3 +132,44 @@ def test_reference_merge_uses_the_reference_row_of_each_group():
     assert torch.equal(out[2], x[2]) and torch.equal(out[5], x[5])
     torch.testing.assert_close(out[0:2], merge_tokens(x[0:2], x[2:3], 1.2, 0.0))
     torch.testing.assert_close(out[3:5], merge_tokens(x[3:5], x[5:6], 1.2, 0.0))
+
+
+def test_merge_tokens_works_in_place_and_merge_tokens_on_a_copy():
+    source, reference = hand_built()
+    expected = merge_tokens(source, reference, 0.9, 0.5)
+    assert torch.equal(source, hand_built()[0])
+    assert merge_tokens_(source, reference, 0.9, 0.5) is source
+    assert torch.equal(source, expected)
+
+
+@pytest.mark.parametrize("merge", ["diversity", "reference"])
+def test_in_place_merge_of_a_strided_slice_equals_the_copying_merge(merge):
+    """The DiT hook merges the image tokens of the attention output in place: a strided view
+    [B, text:text+N, D] of a [B, text+N, D] tensor. Same result as the copying form, the text
+    tokens untouched."""
+    g = torch.Generator().manual_seed(4)
+    attention_out = torch.randn(4, 7 + 64, 16, generator=g, dtype=DTYPE)
+    before = attention_out.clone()
+    groups = [range(0, 2), range(2, 4)]
+    if merge == "diversity":
+        expected = diversity_merge(before[:, 7:], groups, 0.9, 0.0, max_similarities=3 * 64)
+        returned = diversity_merge(attention_out[:, 7:], groups, 0.9, 0.0, max_similarities=3 * 64, in_place=True)
+    else:
+        expected = reference_merge(before[:, 7:], groups, [1, 3], 0.9, 0.0, max_similarities=3 * 64)
+        returned = reference_merge(attention_out[:, 7:], groups, [1, 3], 0.9, 0.0, max_similarities=3 * 64,
+                                   in_place=True)
+    assert returned.data_ptr() == attention_out[:, 7:].data_ptr()
+    assert torch.equal(attention_out[:, 7:], expected)
+    assert torch.equal(attention_out[:, :7], before[:, :7])
+    assert not torch.equal(expected, before[:, 7:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_threshold_uses_float32_norms(dtype):
+    """Large half-precision tokens: the norm (which would overflow fp16: |x| > 65504) is taken in
+    fp32, so the threshold test still sees a cosine of 1 for a token parallel to its match."""
+    source = torch.tensor([[[40000.0, 40000.0], [0.0, 1.0]]], dtype=dtype)
+    reference = torch.tensor([[[1.0, 1.0]]], dtype=dtype)
+    out = merge_tokens(source, reference, 0.5, threshold=0.9)
+    torch.testing.assert_close(out[0, 0], source[0, 0] + 0.5 * (source[0, 0] - reference[0, 0]))
+    assert torch.equal(out[0, 1], source[0, 1])  # cosine 0.707 <= 0.9
