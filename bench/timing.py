@@ -454,9 +454,10 @@ class Report:
                     diff="-" if v is base or v.max_abs_diff is None else f"{v.max_abs_diff:.3g}",
                 )
             )
-        if self.notes:
+        described = [f"- {v.name}: {v.note}" for v in self.variants if v.note]
+        if described or self.notes:
             lines.append("")
-            lines.extend(f"- {note}" for note in self.notes)
+            lines.extend(described + [f"- {note}" for note in self.notes])
         return "\n".join(lines) + "\n"
 
     def print(self, file=None) -> None:
