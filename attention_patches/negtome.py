@@ -27,7 +27,7 @@ extra memory of one call, in elements of the input dtype, is
   + ~2 * P * c * D            the chunk's gathered matches (reused for the difference) and, for a
                               strided view, a contiguous copy of the chunk for the matmul
                               (<= 2 * max_similarities by the choice of c)
-  + B * N * D                 only for the copying forms (merge_tokens, in_place=False)
+  + B * N * D                 only for the copying forms (in_place=False)
 
 Example: batch 8 x 4096 tokens, width 3072, bf16, diversity mode (P = 7 sources against
 image 0): the unchunked S would be 7 x 4096 x 4096 = 117 M elements (235 MB); chunked, c = 585
@@ -82,7 +82,7 @@ def merge_tokens_(
     """
     if (tokens.ndim != 3 or reference.ndim != 3 or reference.shape[0] not in (1, tokens.shape[0])
             or tokens.shape[2] != reference.shape[2]):
-        raise ValueError(f"merge_tokens: source {tuple(tokens.shape)} and reference {tuple(reference.shape)} "
+        raise ValueError(f"merge_tokens_: tokens {tuple(tokens.shape)} and reference {tuple(reference.shape)} "
                          "must be [P, N, D] and [P or 1, M, D]")
     if alpha == 0 or tokens.shape[1] == 0 or reference.shape[1] == 0:
         return tokens
@@ -114,18 +114,6 @@ def merge_tokens_(
         delta = torch.sub(x, target, out=target).masked_fill_(unmatched, 0)
         x.add_(delta, alpha=alpha)  # x + alpha * (x - x_ref), matched tokens only
     return tokens
-
-
-def merge_tokens(
-    source: torch.Tensor,
-    reference: torch.Tensor,
-    alpha: float,
-    threshold: float,
-    reference_mask: torch.Tensor | None = None,
-    max_similarities: int = DEFAULT_MAX_SIMILARITIES,
-) -> torch.Tensor:
-    """:func:`merge_tokens_` on a copy of ``source`` (the input is left unchanged)."""
-    return merge_tokens_(source.clone(), reference, alpha, threshold, reference_mask, max_similarities)
 
 
 def diversity_merge(
