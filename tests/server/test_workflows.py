@@ -12,8 +12,8 @@ ComfyUI server with the pack loaded, as a user has it (no test nodes):
 * every node of the pack has a help page (web/docs/<NodeId>.md) that covers each of its inputs,
   recommended settings and when to use which method.
 
-Execution on SDXL / Flux / T5-XXL stand-ins takes minutes per workflow on a 2-core CPU
-(harness/workflows.py SLOW_STANDINS): those are marked ``heavy`` and run by
+Execution on SDXL / Flux / T5-XXL stand-ins takes 2-25 minutes per workflow on a 2-core CPU
+(harness/workflows.py SLOW_STANDINS; ~2 h for all nine, times in the README): those are marked ``heavy`` and run by
 ``make test-workflows-heavy`` (NEGGUIDE_HEAVY_WORKFLOWS=1); ``make test`` reports them as skipped
 with that reason.
 """
