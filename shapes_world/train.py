@@ -250,27 +250,21 @@ def _unpack_saved(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """Per-family optimisation settings."""
+class DiffusionRecipe:
+    """Optimisation settings of the diffusion models (the same for every family)."""
 
-    steps_factor: float = 1.0
+    steps_factor: float = 1.5
     """Steps = Budget.diffusion x this."""
-    lr: float = 4e-4
-    batch: int = 64
-    zero_init: bool = False
-    """Zero-initialised residual branches and output (see _zero_init): each block starts as the
-    identity, which trains faster than the random initialisation."""
+    lr: float = 1e-3
+    batch: int = 48
 
 
-RECIPES: dict[str, Recipe] = {
-    "sd3": Recipe(steps_factor=1.5, lr=1e-3, batch=48, zero_init=True),
-    "sd15": Recipe(steps_factor=1.5, lr=1e-3, batch=48, zero_init=True),
-    "flux": Recipe(steps_factor=1.5, lr=1e-3, batch=48, zero_init=True),
-}
+DIFFUSION_RECIPE = DiffusionRecipe()
 
 
 def _zero_init(diffusion_model: torch.nn.Module) -> None:
-    """DiT adaLN-Zero (the MMDiT's adaLN_modulation, Flux's img_mod/txt_mod/modulation, and the
+    """Zero-initialised residual branches and output, so each block starts as the identity (trains
+    faster than the random initialisation): DiT adaLN-Zero (the MMDiT's adaLN_modulation, Flux's img_mod/txt_mod/modulation, and the
     final projection), and for the UNet the usual zero output convolutions (final conv, each res
     block's last conv, each transformer's proj_out)."""
     with torch.no_grad():
@@ -284,11 +278,10 @@ def _zero_init(diffusion_model: torch.nn.Module) -> None:
 def train_diffusion(family: str, out: Path, budget: Budget) -> dict:
     data = _dataset(family, out, budget)
     g = _generator(family)
-    recipe = RECIPES[family]
+    recipe = DIFFUSION_RECIPE
     model = models.new_diffusion_model(family)
     initialise(model.diffusion_model, g)
-    if recipe.zero_init:
-        _zero_init(model.diffusion_model)
+    _zero_init(model.diffusion_model)
     sampling = model.model_sampling
     sigmas = sampling.sigmas.float()
     batch = recipe.batch
