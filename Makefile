@@ -1,5 +1,10 @@
 # NegGuide developer commands. `make demo` and `make test` each do all setup themselves.
-PYTHON := .venv/bin/python
+# COMFYUI_HOST selects the ComfyUI host: 0.33.0 (the primary, default) or 0.3.75 (the oldest
+# supported); each has its own venv (.venv-<host>/) and tree (.host/<host>/). COMFYUI_PATH uses
+# your own ComfyUI checkout instead of the tree.
+COMFYUI_HOST ?= 0.33.0
+export COMFYUI_HOST
+PYTHON := .venv-$(COMFYUI_HOST)/bin/python
 
 .PHONY: setup test test-unit test-library test-server test-workflows-heavy workflows bench demo negbench train-shapes-world
 

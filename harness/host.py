@@ -15,21 +15,38 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PACK_MODULE = "negguide"
 """The pack's folder name under custom_nodes/ (and its package name in tests and tools)."""
 LIBRARY_ARGS = ("--cpu", "--use-pytorch-cross-attention", "--disable-all-custom-nodes")
+DEFAULT_HOST = "0.33.0"
+"""The primary test host; ``COMFYUI_HOST=0.3.75`` selects the oldest supported one."""
 
 
 class HostNotReady(RuntimeError):
     pass
 
 
+def host_name() -> str:
+    """The host this process tests: $COMFYUI_HOST, else the one whose venv (``.venv-<host>``)
+    runs this Python, else the primary host."""
+    configured = os.environ.get("COMFYUI_HOST")
+    if configured:
+        return configured
+    venv = Path(sys.prefix)
+    if venv.parent == REPO_ROOT and venv.name.startswith(".venv-"):
+        return venv.name.removeprefix(".venv-")
+    return DEFAULT_HOST
+
+
 def comfyui_root() -> Path:
-    """The ComfyUI checkout in use: $COMFYUI_PATH, else the one scripts/setup_host.sh made."""
+    """The ComfyUI checkout in use: $COMFYUI_PATH, else the one scripts/setup_host.sh made for
+    ``host_name()`` (recorded in .host/<host>/comfyui_path)."""
     configured = os.environ.get("COMFYUI_PATH")
     if configured:
         root = Path(configured)
     else:
-        marker = REPO_ROOT / ".host" / "comfyui_path"
+        marker = REPO_ROOT / ".host" / host_name() / "comfyui_path"
         if not marker.is_file():
-            raise HostNotReady("No ComfyUI host: run `make setup` (scripts/setup_host.sh) first.")
+            raise HostNotReady(
+                f"No ComfyUI {host_name()} host: run `make setup COMFYUI_HOST={host_name()}` "
+                "(scripts/setup_host.sh) first.")
         root = Path(marker.read_text().strip())
     if not (root / "main.py").is_file() or not (root / "comfy").is_dir():
         raise HostNotReady(f"{root} is not a ComfyUI checkout (expected main.py and comfy/).")

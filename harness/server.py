@@ -120,7 +120,7 @@ _FAILURE_PATTERNS = tuple(re.compile(p) for p in (
 
 def _is_our_file(path: str) -> bool:
     """A traceback frame's file belongs to this pack: under custom_nodes/negguide/, or under this
-    checkout but outside its hidden folders (.host/ holds the ComfyUI host, .venv/ the venv)."""
+    checkout but outside its hidden folders (.host/ holds the ComfyUI hosts, .venv-<host>/ their venvs)."""
     if re.search(_PACK_DIR + r"[/\\]", path):
         return True
     if not os.path.isabs(path):  # "<frozen importlib._bootstrap>", "<string>"

@@ -1,7 +1,7 @@
 """Write the bundled workflows (workflows/<name>.json, UI format 0.4) and their thumbnails
 (<name>.jpg) from the compact descriptions below.
 
-    .venv/bin/python scripts/build_workflows.py            # (re)write every workflow + thumbnail
+    .venv-0.33.0/bin/python scripts/build_workflows.py            # (re)write every workflow + thumbnail
 
 Each workflow is a list of nodes (a key, a node type, widget values by input name, links as
 (key, output slot)); the node layout (widget order, sockets, outputs) comes from the /object_info

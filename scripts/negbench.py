@@ -1,7 +1,7 @@
 """NegBench-mini (`make negbench`): every method on the shapes-world models, judged.
 
-    .venv/bin/python scripts/negbench.py                          # all families, the default prompt file
-    .venv/bin/python scripts/negbench.py --family sd3 --prompts my_prompts.json --batch 16
+    .venv-0.33.0/bin/python scripts/negbench.py                          # all families, the default prompt file
+    .venv-0.33.0/bin/python scripts/negbench.py --family sd3 --prompts my_prompts.json --batch 16
 
 Writes out/negbench/results.md (tables), results.csv and one picture sheet per family
 (rows = prompts, columns = methods). Metrics: see shapes_world/negbench.py.
