@@ -97,6 +97,8 @@ from typing import Any, Callable
 
 import torch
 
+from ..shapes_world.host_compat import complete_params
+
 ARCHITECTURES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux", "chroma", "wan21", "qwen_image")
 
 FAMILIES: dict[str, str] = {
@@ -401,12 +403,14 @@ _FLUX_BLOCKS = {"hidden_size": 64, "num_heads": 2, "axes_dim": [8, 12, 12], "dep
 
 
 def _build_flux(name, seed):
+    import comfy.ldm.flux.model
     import comfy.supported_models
     import comfy.text_encoders.flux
 
     clip_hidden, t5_dim = 64, 64
-    unet_config = {"image_model": "flux", "guidance_embed": True, "in_channels": 16, "out_channels": 16,
-                   "vec_in_dim": clip_hidden, "context_in_dim": t5_dim, **_FLUX_BLOCKS}
+    unet_config = complete_params(
+        {"image_model": "flux", "guidance_embed": True, "in_channels": 16, "out_channels": 16,
+         "vec_in_dim": clip_hidden, "context_in_dim": t5_dim, **_FLUX_BLOCKS}, comfy.ldm.flux.model.FluxParams)
     model = _diffusion(name, seed, comfy.supported_models.Flux, unet_config)
     clip = _clip(name, seed, comfy.text_encoders.flux.FluxTokenizer, comfy.text_encoders.flux.flux_clip(),
                  {"clip_l_model_config": _clip_config(clip_hidden), "t5xxl_model_config": _t5_config(t5_dim)})
@@ -414,13 +418,15 @@ def _build_flux(name, seed):
 
 
 def _build_chroma(name, seed):
+    import comfy.ldm.chroma.model
     import comfy.supported_models
     import comfy.text_encoders.pixart_t5
 
     t5_dim = 64
-    unet_config = {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": t5_dim,
-                   "in_dim": 64, "out_dim": _FLUX_BLOCKS["hidden_size"], "hidden_dim": 128, "n_layers": 2,
-                   **_FLUX_BLOCKS}
+    unet_config = complete_params(
+        {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": t5_dim,
+         "in_dim": 64, "out_dim": _FLUX_BLOCKS["hidden_size"], "hidden_dim": 128, "n_layers": 2,
+         **_FLUX_BLOCKS}, comfy.ldm.chroma.model.ChromaParams)
     model = _diffusion(name, seed, comfy.supported_models.Chroma, unet_config)
     clip = _clip(name, seed, comfy.text_encoders.pixart_t5.PixArtTokenizer, comfy.text_encoders.pixart_t5.pixart_te(),
                  {"t5xxl_model_config": _t5_config(t5_dim)})

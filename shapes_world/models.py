@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from .host_compat import complete_params, fit_state_dict_names
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FAMILIES: tuple[str, ...] = ("sd3", "sd15", "flux")
 VAE_FILE = "negguide_shapes_taesd.safetensors"
@@ -78,12 +80,14 @@ def _sd15_unet_config() -> dict:
 
 
 def _flux_unet_config() -> dict:
-    return {
+    import comfy.ldm.flux.model
+
+    return complete_params({
         "image_model": "flux", "guidance_embed": False, "in_channels": LATENT_CHANNELS,
         "out_channels": LATENT_CHANNELS, "vec_in_dim": CLIP_WIDTH, "context_in_dim": CLIP_WIDTH,
         "hidden_size": 128, "num_heads": 2, "axes_dim": [16, 24, 24], "depth": 2, "depth_single_blocks": 2,
         "mlp_ratio": 4.0, "theta": 10000, "patch_size": 2, "qkv_bias": True,
-    }
+    }, comfy.ldm.flux.model.FluxParams)
 
 
 def _config(family: str):
@@ -157,7 +161,8 @@ def load_diffusion_model(family: str, path: Path | None = None):
     import comfy.model_management as mm
 
     model = new_diffusion_model(family, mm.unet_dtype())
-    state_dict = comfy.utils.load_torch_file(str(path), safe_load=True)
+    state_dict = fit_state_dict_names(comfy.utils.load_torch_file(str(path), safe_load=True),
+                                      model.diffusion_model.state_dict().keys())
     missing, unexpected = model.diffusion_model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path.name} does not fit the shapes-world {family} model "

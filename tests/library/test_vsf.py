@@ -13,7 +13,7 @@ from negguide.harness import zoo
 from negguide.nodes import vsf as vsf_node
 from negguide.nodes.vsf import NegGuideVSF
 
-SUPPORTED = [name for name in zoo.ARCHITECTURES if zoo.build(name).family in vsf_node.SUPPORTED_FAMILIES]
+SUPPORTED = [name for name in zoo.ARCHITECTURES if zoo.FAMILIES[name] in vsf_node.SUPPORTED_FAMILIES]
 NEGATIVE = "a red square"
 
 
@@ -185,7 +185,7 @@ def test_captured_attention_calls_show_layout_and_masks(name):
         assert torch.all(mn[..., :p] == float("-inf")) and torch.all(mn[..., p:] == 0)
 
 
-@pytest.mark.parametrize("name", [n for n in SUPPORTED if zoo.build(n).family == "unet"])
+@pytest.mark.parametrize("name", [n for n in SUPPORTED if zoo.FAMILIES[n] == "unet"])
 def test_chains_an_existing_attn2_replace(name):
     entry = zoo.build(name)
     calls = []
