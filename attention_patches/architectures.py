@@ -11,6 +11,9 @@ tests/library/test_attention_layout.py:
 - ``flux`` (Flux, Chroma): one joint sequence in every double and single block, text first;
   q/k/v arrive RoPE'd as [B, H, L, D] (skip_reshape). Reference latents (Kontext) extend the
   image part.
+- ``flux2`` (Flux.2 dev / Klein): the Flux blocks and layout, but patch size 1 over 128-channel
+  latents (the VAE's 2x2 patches are already folded into the channels), text positions along
+  one RoPE axis, and a text context padded to 512 tokens.
 - ``qwen_image`` (Qwen-Image): joint, text first, [B, H, L, D] (skip_reshape), patch 2.
 - ``wan`` (Wan 2.1): self-attention over video tokens, cross-attention to the text context
   ([B, L, H*D]); image-to-video models attend to the CLIP image context in a separate call.
@@ -49,6 +52,7 @@ ARCHITECTURES = {
     "unet": Architecture("unet", "cross", cross_attention_marked=True),
     "mmdit": Architecture("mmdit", "joint", patch_size=2, image_only_attention=True),
     "flux": Architecture("flux", "joint", patch_size=2),
+    "flux2": Architecture("flux2", "joint", patch_size=1),
     "qwen_image": Architecture("qwen_image", "joint", patch_size=2),
     "wan": Architecture("wan", "cross", patch_size=2),
 }

@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import comfy.model_base
 
 from ..attention_patches.architectures import ARCHITECTURES, Architecture
 
-# Most specific classes first: Chroma subclasses Flux, SDXL subclasses BaseModel.
-_FAMILY_OF_MODEL_CLASS = (
+# Most specific classes first: Flux2 and Chroma subclass Flux, SDXL subclasses BaseModel. A class
+# this host does not have is left out (getattr), so every host gets the families it can load.
+_FAMILY_OF_MODEL_CLASS = tuple((cls, family) for cls, family in (
+    (getattr(comfy.model_base, "Flux2", None), "flux2"),
     (comfy.model_base.Flux, "flux"),
     (comfy.model_base.SD3, "mmdit"),
     (comfy.model_base.QwenImage, "qwen_image"),
     (comfy.model_base.WAN21, "wan"),
-)
+) if cls is not None)
 _UNET_BASED = comfy.model_base.BaseModel
+
+
+def _spatial_patch_size(diffusion_model) -> int | None:
+    """The patch size the diffusion model itself uses over height and width (an int, or the last
+    entry of a (t, h, w) tuple), or None when it does not say."""
+    patch = getattr(diffusion_model, "patch_size", None)
+    if isinstance(patch, (tuple, list)) and patch:
+        patch = patch[-1]
+    return patch if isinstance(patch, int) and patch > 0 else None
 
 
 def architecture_of(model, method: str, supported: tuple[str, ...]) -> Architecture:
     """The Architecture of ``model`` (a ModelPatcher) if ``method`` supports it, else a
-    ValueError naming the model class and what to use instead."""
+    ValueError naming the model class and what to use instead. The patch size is the model's own
+    where it states one (a checkpoint of a family may differ from the family's usual one)."""
     base_model = model.model
     family = None
     for cls, name in _FAMILY_OF_MODEL_CLASS:
@@ -34,4 +48,8 @@ def architecture_of(model, method: str, supported: tuple[str, ...]) -> Architect
             f"({type(base_model.diffusion_model).__name__}). Supported families: {names}. "
             "Use a supported model, or CFG with a negative prompt on this one."
         )
-    return ARCHITECTURES[family]
+    architecture = ARCHITECTURES[family]
+    patch = _spatial_patch_size(base_model.diffusion_model)
+    if patch is not None and patch != architecture.patch_size:
+        architecture = dataclasses.replace(architecture, patch_size=patch)
+    return architecture

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -29,13 +29,14 @@ import comfy.patcher_extension
 from comfy_api.latest import io
 
 from ..attention_patches.architectures import Architecture, chunk_groups, sequence_dims
+from ..attention_patches.override_chain import OVERRIDE_SLOT, OverrideReach, call_chained
 from ..attention_patches.negtome import diversity_merge, reference_merge
 from .model_family import architecture_of
 from .schedule import SigmaWindow
 
 LOG = logging.getLogger(__name__)
 HOOK_KEY = "negguide_negtome"
-SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "qwen_image", "wan")
+SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "flux2", "qwen_image", "wan")
 MODE_DIVERSITY = "batch diversity"
 MODE_REFERENCE = "reference image"
 MODES = (MODE_DIVERSITY, MODE_REFERENCE)
@@ -50,6 +51,7 @@ class _CallLayout:
     text_len: int
     image_len: int
     grid: tuple[int, int, int]  # (frames, height, width) of the image tokens of DiTs
+    reach: OverrideReach = field(default_factory=OverrideReach)
 
 
 def _insert_rows(value, groups: list[range], batch: int):
@@ -117,8 +119,9 @@ class NegToMeHooks:
             )
         if self.reference is None:
             layout = _CallLayout(groups, None, text_len, image_len, grid)
-            return executor(x, t, c_concat, c_crossattn, control,
-                            {**transformer_options, HOOK_KEY: layout}, **kwargs)
+            out = executor(x, t, c_concat, c_crossattn, control, {**transformer_options, HOOK_KEY: layout}, **kwargs)
+            self._check_reached(layout, transformer_options)
+            return out
 
         if control is not None:
             raise ValueError("NegGuideNegToMe: reference-image mode does not work together with a ControlNet yet.")
@@ -132,14 +135,21 @@ class NegToMeHooks:
             row += len(group) + 1
         x_in = torch.cat(parts)
         t_in = _insert_rows(t, groups, batch)
-        options = {**transformer_options, HOOK_KEY: _CallLayout(new_groups, reference_rows, text_len, image_len, grid)}
+        layout = _CallLayout(new_groups, reference_rows, text_len, image_len, grid)
+        options = {**transformer_options, HOOK_KEY: layout}
         if torch.is_tensor(options.get("sigmas")) and options["sigmas"].shape[0] == batch:
             options["sigmas"] = _insert_rows(options["sigmas"], groups, batch)
         kwargs = {key: _insert_rows(value, groups, batch) for key, value in kwargs.items()}
         out = executor(x_in, t_in, _insert_rows(c_concat, groups, batch), _insert_rows(c_crossattn, groups, batch),
                        control, options, **kwargs)
+        self._check_reached(layout, transformer_options)
         keep = [r for group in new_groups for r in group if r not in reference_rows]
         return out[keep]
+
+    def _check_reached(self, layout: _CallLayout, transformer_options: dict) -> None:
+        """DiTs merge inside the attention override: it must have run (UNets use attn1_output_patch)."""
+        if self.architecture.family != "unet":
+            layout.reach.check("NegGuideNegToMe", transformer_options)
 
     def _noised_reference(self, base_model, x, t, groups) -> list[torch.Tensor]:
         """The reference latent at each group's sigma: the same seeded noise at every step."""
@@ -186,13 +196,11 @@ class NegToMeHooks:
         return self._merge(n, layout, grid, in_place=False)  # n may be another patch's tensor
 
     def attention_override(self, func, q, k, v, heads, mask=None, **kwargs):
-        if self.previous_override is not None:
-            out = self.previous_override(func, q, k, v, heads, mask=mask, **kwargs)
-        else:
-            out = func(q, k, v, heads, mask=mask, **kwargs)
+        out = call_chained(self.previous_override, func, q, k, v, heads, mask=mask, **kwargs)
         layout = kwargs.get("transformer_options", {}).get(HOOK_KEY)
         if layout is None:
             return out
+        layout.reach.calls += 1
         seq_dim, out_dim = sequence_dims(kwargs.get("skip_reshape", False), kwargs.get("skip_output_reshape", False))
         span = self._image_span(layout, q.shape[seq_dim], k.shape[seq_dim])
         if span is None:
@@ -232,13 +240,13 @@ def apply_negtome(model, architecture: Architecture, alpha: float, threshold: fl
         reference=None if reference is None else reference.detach().cpu(),
         reference_mask=None if reference_mask is None else reference_mask.detach().cpu(),
         seed=seed,
-        previous_override=transformer_options.get("optimized_attention_override"),
+        previous_override=transformer_options.get(OVERRIDE_SLOT),
     )
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY, hooks.apply_model_wrapper)
     if architecture.family == "unet":
         patched.set_model_attn1_output_patch(hooks.unet_attn1_output)
     else:
-        transformer_options["optimized_attention_override"] = hooks.attention_override
+        transformer_options[OVERRIDE_SLOT] = hooks.attention_override
     return patched
 
 

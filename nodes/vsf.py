@@ -20,6 +20,7 @@ import comfy.patcher_extension
 from comfy_api.latest import io
 
 from ..attention_patches.architectures import Architecture, cond_rows, sequence_dims
+from ..attention_patches.override_chain import OVERRIDE_SLOT, OverrideReach, call_chained
 from ..attention_patches.vsf import (
     JointLayout,
     mass_on_latent_grid,
@@ -32,7 +33,7 @@ from .schedule import SigmaWindow
 
 LOG = logging.getLogger(__name__)
 HOOK_KEY = "negguide_vsf"
-SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "qwen_image", "wan")
+SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "flux2", "qwen_image", "wan")
 
 
 def _sub_tokenizer(tokenizer, key: str):
@@ -103,6 +104,7 @@ class _CallLayout:
     image_len: int | None
     rows_active: torch.Tensor
     expect_cross_attention: bool = field(default=False)
+    reach: OverrideReach = field(default_factory=OverrideReach)
     negative_mass: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     """With recording on: image-token count -> [B, L] attention masses on N of each call."""
 
@@ -153,6 +155,7 @@ class VSFHooks:
         layout = _CallLayout(text_len + negative.shape[1], (text_len, text_len + negative.shape[1]), image_len, rows_active)
         transformer_options = {**transformer_options, HOOK_KEY: layout}
         out = executor(x, t, c_concat, torch.cat([c_crossattn, negative], dim=1), control, transformer_options, **kwargs)
+        layout.reach.check("NegGuideVSF", transformer_options)
         if self.record and layout.negative_mass:
             grid = mass_on_latent_grid(layout.negative_mass, tuple(x.shape), self.architecture.patch_size)
             self.maps.append((sigma, grid[rows_active]))
@@ -166,11 +169,11 @@ class VSFHooks:
 
     def attention_override(self, func, q, k, v, heads, mask=None, **kwargs):
         def attend(q_, k_, v_, mask_):
-            if self.previous_override is not None:
-                return self.previous_override(func, q_, k_, v_, heads, mask=mask_, **kwargs)
-            return func(q_, k_, v_, heads, mask=mask_, **kwargs)
+            return call_chained(self.previous_override, func, q_, k_, v_, heads, mask=mask_, **kwargs)
 
         layout = kwargs.get("transformer_options", {}).get(HOOK_KEY)
+        if layout is not None:
+            layout.reach.calls += 1
         seq_dim, out_dim = sequence_dims(kwargs.get("skip_reshape", False), kwargs.get("skip_output_reshape", False))
         if layout is None or not self._acts_on(layout, q.shape[seq_dim], k.shape[seq_dim]):
             return attend(q, k, v, mask)
@@ -219,13 +222,13 @@ def apply_vsf(model, architecture: Architecture, negative_tokens: torch.Tensor, 
     hooks = VSFHooks(
         architecture, negative_tokens.cpu(), scale, bias,
         window=window,
-        previous_override=transformer_options.get("optimized_attention_override"),
+        previous_override=transformer_options.get(OVERRIDE_SLOT),
         record=record_attention_map,
     )
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY, hooks.apply_model_wrapper)
     if record_attention_map:
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, HOOK_KEY, hooks.reset_per_run)
-    transformer_options["optimized_attention_override"] = hooks.attention_override
+    transformer_options[OVERRIDE_SLOT] = hooks.attention_override
     if architecture.cross_attention_marked:
         patched.set_model_attn2_patch(hooks.mark_cross_attention)
     return patched
