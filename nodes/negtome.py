@@ -19,6 +19,7 @@ holding only one of them (ComfyUI splits prompts of different lengths) is its ow
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass, field
@@ -248,6 +249,24 @@ def apply_negtome(model, architecture: Architecture, alpha: float, threshold: fl
     else:
         transformer_options[OVERRIDE_SLOT] = hooks.attention_override
     return patched
+
+
+def negtome_on_top(model) -> NegToMeHooks | None:
+    """The NegToMe hooks whose override fills ``model``'s attention slot right now, if any."""
+    slot = model.model_options.get("transformer_options", {}).get(OVERRIDE_SLOT)
+    hooks = getattr(slot, "__self__", None)
+    return hooks if isinstance(hooks, NegToMeHooks) else None
+
+
+def restack_negtome_above(patched, hooks: NegToMeHooks, inner_override) -> None:
+    """Stack NegToMe on top of a NegGuide hook attached below it (``inner_override`` now chains
+    what NegToMe chained before): NegToMe's override wraps it again, and its APPLY_MODEL wrapper
+    moves inside, where it sees the text context the other hook extended."""
+    restacked = copy.copy(hooks)
+    restacked.previous_override = inner_override
+    patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY, restacked.apply_model_wrapper)
+    patched.model_options["transformer_options"][OVERRIDE_SLOT] = restacked.attention_override
 
 
 class NegGuideNegToMe(io.ComfyNode):

@@ -29,6 +29,7 @@ from ..attention_patches.vsf import (
     vsf_joint_attention,
 )
 from .model_family import architecture_of
+from .negtome import negtome_on_top, restack_negtome_above
 from .schedule import SigmaWindow
 
 LOG = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ class _CallLayout:
     negative: tuple[int, int]
     image_len: int | None
     rows_active: torch.Tensor
+    """Cond rows of the model call's batch (for the recorded maps); attention calls take theirs
+    from their own batch, which a hook inside this one (NegToMe's reference rows) may enlarge."""
     expect_cross_attention: bool = field(default=False)
     reach: OverrideReach = field(default_factory=OverrideReach)
     negative_mass: dict[int, list[torch.Tensor]] = field(default_factory=dict)
@@ -179,7 +182,8 @@ class VSFHooks:
             return attend(q, k, v, mask)
         if mask is not None:
             raise ValueError("NegGuideVSF does not support attention masks on this model yet.")
-        common = dict(alpha=self.alpha, beta=self.beta, rows_active=layout.rows_active, seq_dim=seq_dim)
+        rows_active = cond_rows(q.shape[0], kwargs["transformer_options"].get("cond_or_uncond"))
+        common = dict(alpha=self.alpha, beta=self.beta, rows_active=rows_active, seq_dim=seq_dim)
         if self.architecture.attention == "cross":
             if self.record:
                 self._record_mass(layout, q, k, heads, seq_dim)
@@ -216,13 +220,18 @@ def apply_vsf(model, architecture: Architecture, negative_tokens: torch.Tensor, 
               window: SigmaWindow, record_attention_map: bool = False):
     """A clone of ``model`` (a ModelPatcher) with VSF attached for the unpadded negative tokens
     [1, n, D]: the APPLY_MODEL wrapper, the chained attention override and, on UNets, the attn2
-    marker; with ``record_attention_map`` also a per-run reset of the recorded maps."""
+    marker; with ``record_attention_map`` also a per-run reset of the recorded maps.
+
+    NegToMe edits the finished attention output, so it must wrap VSF whatever the node order:
+    on a model whose attention slot NegToMe fills, VSF goes in below it and NegToMe is stacked
+    on top again (the same hooks as VSF-then-NegToMe give)."""
     patched = model.clone()
     transformer_options = patched.model_options.setdefault("transformer_options", {})
+    negtome = negtome_on_top(patched)
     hooks = VSFHooks(
         architecture, negative_tokens.cpu(), scale, bias,
         window=window,
-        previous_override=transformer_options.get(OVERRIDE_SLOT),
+        previous_override=negtome.previous_override if negtome else transformer_options.get(OVERRIDE_SLOT),
         record=record_attention_map,
     )
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY, hooks.apply_model_wrapper)
@@ -231,6 +240,8 @@ def apply_vsf(model, architecture: Architecture, negative_tokens: torch.Tensor, 
     transformer_options[OVERRIDE_SLOT] = hooks.attention_override
     if architecture.cross_attention_marked:
         patched.set_model_attn2_patch(hooks.mark_cross_attention)
+    if negtome:
+        restack_negtome_above(patched, negtome, hooks.attention_override)
     return patched
 
 
