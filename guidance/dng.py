@@ -21,12 +21,30 @@ Markov chain. In ComfyUI's variance-exploding parameterisation x = x0 + sigma * 
 and after observing x_s (the next step's input), per sample, summed over all dimensions:
 
     diff   = ||x_s - mu_neg||^2 - ||x_s - mu_ref||^2
-    log p <- log p + (-tau * diff + delta) / (2 var),  then p is clamped to [p_min, p_max].
+    log p <- log p - tau * diff / (2 var) + delta / (2 var_VP),  then p is clamped to [p_min, p_max].
 
 tau = 1, delta = 0 is Eq. 12 exactly; tau (temperature) and delta (offset) are Algorithm 2's
-hyper-parameters (the official code divides the offset by 2 var as well, kept here).
+hyper-parameters. Algorithm 2 (and the official code) work in DDPM's variance-preserving
+coordinates, x_VP = x_VE / sqrt(1 + sigma^2), alpha_bar = 1 / (1 + sigma^2):
+
+* the likelihood term is coordinate-free: the VP means and x_s are the VE ones times
+  sqrt(alpha_bar_s) and the VP variance is var * alpha_bar_s, so tau * diff / (2 var) is the same
+  number in either coordinates (kept in VE form);
+* the offset is a bare number divided by 2 sigma_t^2 of Algorithm 2, i.e. by the VP step variance
+
+      var_VP = var * alpha_bar_s = s^2 (t^2 - s^2) / (t^2 (1 + s^2))
+             = (1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_t),   alpha_t = alpha_bar_t / alpha_bar_s,
+
+  the DDPM posterior variance beta~_t that the official code's compute_posterior_DNG divides by.
+  Algorithm 2 writes sigma_t^2 = 1 - alpha_t (= beta_t); the two differ by the factor
+  (1 - alpha_bar_s) / (1 - alpha_bar_t), ~1 at high noise (SD's first step from sigma 14.61:
+  0.9987 with 50 steps, 0.996 with 20) and < 1 at low noise. Dividing delta by the VE variance
+  instead shrinks it by alpha_bar_s = 1/(1+s^2): 0.6% of the paper's effect on SD's first step
+  of 50 (0.9% of 20), so the paper's delta values would act only at low noise.
+
 Flow-matching (CONST) models, x = (1 - sigma) x0 + sigma eps, are converted first:
-y = x / (1 - sigma) = x0 + sigma' eps with sigma' = sigma / (1 - sigma) (D = x0 is unchanged).
+y = x / (1 - sigma) = x0 + sigma' eps with sigma' = sigma / (1 - sigma) (D = x0 is unchanged);
+var_VP then uses sigma' (alpha_bar = 1 / (1 + sigma'^2)).
 
 The update is the exact Bayes rule for ancestral DDPM steps (ComfyUI's ``ddpm``, and
 ``euler_ancestral`` with eta = 1 on EPS / v-prediction models). Deterministic samplers (euler,
@@ -56,6 +74,8 @@ class DNGParams:
 
     def validate(self, who: str = "DNG") -> "DNGParams":
         """Raise ValueError on inputs the math cannot use."""
+        if not all(math.isfinite(v) for v in (self.lambda0, self.prior, self.tau, self.delta, self.p_min, self.p_max)):
+            raise ValueError(f"{who}: every parameter must be finite.")
         if not (0.0 < self.p_min < 1.0 and 0.0 < self.p_max < 1.0):
             raise ValueError(f"{who}: p_min ({self.p_min}) and p_max ({self.p_max}) must lie strictly between 0 and 1.")
         if self.p_max <= self.p_min:
@@ -66,8 +86,6 @@ class DNGParams:
             )
         if self.lambda0 < 0 or self.tau < 0:
             raise ValueError(f"{who}: lambda0 ({self.lambda0}) and temperature ({self.tau}) must be >= 0.")
-        if not all(math.isfinite(v) for v in (self.lambda0, self.prior, self.tau, self.delta, self.p_min, self.p_max)):
-            raise ValueError(f"{who}: every parameter must be finite.")
         return self
 
 
@@ -108,6 +126,19 @@ class Transition:
     s: float  # the (unconverted) sigma this transition lands on
     flow: bool
 
+    @property
+    def var_vp(self) -> float:
+        """The step variance in DDPM's VP coordinates: var * alpha_bar_s = var / (1 + s'^2)
+        (Algorithm 2's sigma_t^2 as the official code computes it; see the module docstring)."""
+        s_ve = self.s / (1.0 - self.s) if self.flow else self.s
+        return vp_step_variance(self.var, s_ve)
+
+
+def vp_step_variance(var: float, s_ve: float) -> float:
+    """VE step variance ``var`` landing on VE sigma ``s_ve`` -> the VP one, var / (1 + s_ve^2):
+    x_VP = sqrt(alpha_bar_s) x_VE with alpha_bar_s = 1 / (1 + s_ve^2)."""
+    return var / (1.0 + s_ve * s_ve)
+
 
 def ddpm_transition(x_t: torch.Tensor, d_ref: torch.Tensor, d_neg: torch.Tensor, t: float, s: float,
                     flow: bool = False) -> Transition | None:
@@ -136,13 +167,15 @@ def ddpm_transition(x_t: torch.Tensor, d_ref: torch.Tensor, d_neg: torch.Tensor,
 def posterior_update(log_p: torch.Tensor, x_s: torch.Tensor, transition: Transition, tau: float, delta: float,
                      p_min: float, p_max: float) -> torch.Tensor:
     """One Bayes-filter step (paper Eq. 12 with Algorithm 2's tau/delta), per sample:
-    log p + (-tau * (||x_s - mu_neg||^2 - ||x_s - mu_ref||^2) + delta) / (2 var), clamped.
+    log p + (-tau * (||x_s - mu_neg||^2 - ||x_s - mu_ref||^2)) / (2 var) + delta / (2 var_VP), clamped.
+    The tau term is coordinate-free; delta is divided by Algorithm 2's VP step variance
+    (``Transition.var_vp``), as in the paper and the official code.
     ``x_s`` is the observed latent at sigma s in the model's own parameterisation."""
     y_s, _ = to_variance_exploding(x_s, transition.s, transition.flow)
     # ||y - a||^2 - ||y - b||^2 = (b - a) . (2y - a - b): one pass, no cancellation of two large norms.
     dims = tuple(range(1, y_s.ndim))
     diff = ((transition.mean_ref - transition.mean_neg) * (2.0 * y_s - transition.mean_neg - transition.mean_ref)).sum(dims)
-    updated = log_p + (-tau * diff.to(log_p.dtype) + delta) / (2.0 * transition.var)
+    updated = log_p + (-tau * diff.to(log_p.dtype)) / (2.0 * transition.var) + delta / (2.0 * transition.var_vp)
     return clamp_log_posterior(updated, p_min, p_max)
 
 
@@ -150,16 +183,22 @@ def _per_sample(lam: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return lam.to(like).view(-1, *([1] * (like.ndim - 1)))
 
 
+def add_negative_guidance(base: torch.Tensor, d_pos: torch.Tensor, d_neg: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """base - lambda_t (D_neg - D_pos), lambda_t per sample [B] (paper Eq. 10's negative term on
+    top of ``base``: D_pos, or a CFG result on the positive)."""
+    return base - _per_sample(lam, d_pos) * (d_neg - d_pos)
+
+
 def guide_t2i(d_pos: torch.Tensor, d_neg: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """Text-to-image DNG (paper Eq. 10, the positive replacing the unconditional branch):
     D = D_pos - lambda_t (D_neg - D_pos), lambda_t per sample [B]."""
-    return d_pos - _per_sample(lam, d_pos) * (d_neg - d_pos)
+    return add_negative_guidance(d_pos, d_pos, d_neg, lam)
 
 
 def guide_cfg(d_empty: torch.Tensor, d_pos: torch.Tensor, d_neg: torch.Tensor, cfg: float, lam: torch.Tensor) -> torch.Tensor:
     """CFG on the positive plus DNG: D = D_empty + w (D_pos - D_empty) - lambda_t (D_neg - D_pos).
     The first two terms are written exactly as ComfyUI's cfg_function, so lambda_t = 0 is bit-identical."""
-    return d_empty + (d_pos - d_empty) * cfg - _per_sample(lam, d_pos) * (d_neg - d_pos)
+    return add_negative_guidance(d_empty + (d_pos - d_empty) * cfg, d_pos, d_neg, lam)
 
 
 def exact_log_prior(batch: int, prior: float, device=None) -> torch.Tensor:

@@ -13,6 +13,13 @@
   resets the posterior.
 * ``NegGuideDNGPlot``: lambda(t) or p(c-|x_t) per sample of the last run as an IMAGE.
 
+Composition (checked at sampling time, ValueError rather than silent no-ops): NegGuideDNG must be
+the last pre-CFG function (later ones, e.g. APG or NegGuideDNS, would only see [D, D]) and the
+model must have no sampler_cfg_function (RescaleCFG would get cond = uncond); guiders that never
+call the pre-CFG functions (core DualCFGGuider) are caught by a PREDICT_NOISE wrapper
+(``set_guarded_pre_cfg``, shared with NegGuideDNS). NegGuideDNGGuider hands its CFG part to the
+model's sampler_cfg_function and adds the DNG term after it.
+
 Reset choice: an explicit per-run hook (OUTER_SAMPLE wrapper / guider.sample) rather than
 "sigma went up", because a run can legitimately start at a lower sigma than the previous run
 ended (KSamplerAdvanced, img2img), and two different runs can share a first sigma. Inside a run,
@@ -30,6 +37,7 @@ share it; it is reset per run and is never written to the input model.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -41,7 +49,7 @@ import comfy.samplers
 import node_helpers
 from comfy_api.latest import io
 
-from ..guidance.dng import DNGParams, PosteriorTracker, guide_cfg, guide_t2i
+from ..guidance.dng import DNGParams, PosteriorTracker, add_negative_guidance, guide_t2i
 
 LOG = logging.getLogger(__name__)
 HOOK_KEY = "negguide_dng"
@@ -53,6 +61,18 @@ UNTRACKABLE_SAMPLERS = {
     "sample_dpm_adaptive": "dpm_adaptive",
 }
 EXACT_SAMPLERS = ("euler_ancestral (eta 1, EPS/v-prediction models)", "ddpm")
+GUARD_KEY = "negguide_pre_cfg_guard"
+# (min, max) of every float input: the node's widget limits, and what library calls are held to
+# (lambda0 = 1e30 overflows lambda (D_neg - D_pos) to inf and the latent to NaN).
+FLOAT_RANGES = {
+    "lambda0": (0.0, 100.0),
+    "prior": (1e-6, 0.99),
+    "temperature": (0.0, 10.0),
+    "offset": (-1.0, 1.0),
+    "p_min": (1e-12, 0.5),
+    "p_max": (0.01, 0.999999),
+    "cfg": (0.0, 100.0),
+}
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -79,8 +99,62 @@ def sample_sigmas(model_options: dict):
     return model_options.get("transformer_options", {}).get("sample_sigmas")
 
 
+def check_float_inputs(who: str, **values) -> dict:
+    """The float inputs as floats; ValueError naming the input and its allowed range when one is
+    not a finite number inside FLOAT_RANGES (library calls skip the UI's widget limits)."""
+    out = {}
+    for name, value in values.items():
+        low, high = FLOAT_RANGES[name]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (math.isfinite(number) and low <= number <= high):
+            raise ValueError(f"{who}: {name} must be a finite number in [{low:g}, {high:g}], got {value!r}.")
+        out[name] = number
+    return out
+
+
 def params_from_inputs(who: str, lambda0, prior, temperature, offset, p_min, p_max) -> DNGParams:
-    return DNGParams(float(lambda0), float(prior), float(temperature), float(offset), float(p_min), float(p_max)).validate(who)
+    v = check_float_inputs(who, lambda0=lambda0, prior=prior, temperature=temperature, offset=offset,
+                           p_min=p_min, p_max=p_max)
+    return DNGParams(v["lambda0"], v["prior"], v["temperature"], v["offset"], v["p_min"], v["p_max"]).validate(who)
+
+
+def set_guarded_pre_cfg(patched, pre_cfg, who: str, disable_cfg1_optimization: bool):
+    """Install ``pre_cfg`` as a sampler_pre_cfg_function of ``patched`` (a ModelPatcher, changed in
+    place) plus a PREDICT_NOISE wrapper that raises if a guider's predict_noise returns without
+    having called it. Guiders that bypass ComfyUI's sampling_function and never replay the pre-CFG
+    hooks (core DualCFGGuider, any such custom guider) would otherwise silently sample the
+    unpatched model. Detected by what the guider does, not by its class. Returns the installed
+    function (``pre_cfg``'s attributes, e.g. markers, are copied onto it)."""
+    calls = [0]
+
+    @functools.wraps(pre_cfg)
+    def guarded(args):
+        calls[0] += 1
+        return pre_cfg(args)
+
+    def require_pre_cfg_call(executor, *args, **kwargs):
+        before = calls[0]
+        out = executor(*args, **kwargs)
+        if calls[0] == before:
+            guider = type(getattr(executor, "class_obj", None)).__name__
+            raise ValueError(
+                f"{who}: the guider {guider} does not run the model's pre-CFG functions "
+                "(sampler_pre_cfg_function), so this patch would be silently ignored. Use KSampler, "
+                "KSamplerAdvanced, SamplerCustom or CFGGuider with this model"
+                + (", or NegGuideDNGGuider for CFG plus DNG." if who == "NegGuideDNG" else ".")
+            )
+        return out
+
+    patched.set_model_sampler_pre_cfg_function(guarded, disable_cfg1_optimization=disable_cfg1_optimization)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, GUARD_KEY, require_pre_cfg_call)
+    return guarded
+
+
+def _describe(fn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def tracker_of_model(model) -> PosteriorTracker | None:
@@ -93,20 +167,20 @@ def tracker_of_model(model) -> PosteriorTracker | None:
 
 def _param_inputs() -> list:
     return [
-        io.Float.Input("lambda0", default=15.0, min=0.0, max=100.0, step=0.1, round=0.01,
+        io.Float.Input("lambda0", default=15.0, min=FLOAT_RANGES["lambda0"][0], max=FLOAT_RANGES["lambda0"][1], step=0.1, round=0.01,
                        tooltip="lambda0: the largest-scale factor; lambda(t) = lambda0 * p / (1 - p). 0 = off "
                                "(plain sampling). SD: 12-27."),
-        io.Float.Input("prior", default=0.01, min=1e-6, max=0.99, step=0.001, round=0.000001,
+        io.Float.Input("prior", default=0.01, min=FLOAT_RANGES["prior"][0], max=FLOAT_RANGES["prior"][1], step=0.001, round=0.000001,
                        tooltip="p(c-): the posterior before the first step (the chance the concept appears "
                                "unprompted). SD: 0.01."),
-        io.Float.Input("temperature", default=0.25, min=0.0, max=10.0, step=0.01, round=0.0001,
+        io.Float.Input("temperature", default=0.25, min=FLOAT_RANGES["temperature"][0], max=FLOAT_RANGES["temperature"][1], step=0.01, round=0.0001,
                        tooltip="tau: scales the evidence of each step; lower = slower, smoother posterior. SD: 0.2-0.3."),
-        io.Float.Input("offset", default=0.003, min=-1.0, max=1.0, step=0.0001, round=0.00001,
-                       tooltip="delta: added to each step's evidence (divided by 2 var, so it grows at low noise); "
-                               "positive pushes the posterior up. SD: 0.002-0.004."),
-        io.Float.Input("p_min", default=1e-6, min=1e-12, max=0.5, step=0.000001, round=1e-12,
+        io.Float.Input("offset", default=0.003, min=FLOAT_RANGES["offset"][0], max=FLOAT_RANGES["offset"][1], step=0.0001, round=0.00001,
+                       tooltip="delta: added to each step's evidence, divided by 2x the DDPM step variance (paper "
+                               "Algorithm 2); positive pushes the posterior up. SD: 0.002-0.004."),
+        io.Float.Input("p_min", default=1e-6, min=FLOAT_RANGES["p_min"][0], max=FLOAT_RANGES["p_min"][1], step=0.000001, round=1e-12,
                        tooltip="Lower clamp of the posterior: how far DNG may switch itself off."),
-        io.Float.Input("p_max", default=0.99, min=0.01, max=0.999999, step=0.001, round=0.000001,
+        io.Float.Input("p_max", default=0.99, min=FLOAT_RANGES["p_max"][0], max=FLOAT_RANGES["p_max"][1], step=0.001, round=0.000001,
                        tooltip="Upper clamp of the posterior: lambda never exceeds lambda0 * p_max / (1 - p_max). "
                                "Must be larger than p_min."),
     ]
@@ -128,6 +202,7 @@ def apply_dng(model, params: DNGParams, tracking: bool = True):
                 "KSamplerAdvanced, SamplerCustom, CFGGuider); this guider evaluates "
                 f"{len(out)} conditionings. Use NegGuideDNGGuider instead."
             )
+        check_composition(args["model_options"])
         d_pos, d_neg = out
         if args["conds"][1] is None:  # ComfyUI skipped the negative (cfg 1, lambda0 = 0)
             d_neg = None
@@ -149,9 +224,29 @@ def apply_dng(model, params: DNGParams, tracking: bool = True):
             LOG.info("%s replaces CFG: the sampler's cfg %.3g has no effect (D = D_pos - lambda (D_neg - D_pos)).", who, cfg)
         return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
+    def check_composition(model_options: dict) -> None:
+        """DNG hands [D, D] to CFG, so CFG-stage code after it sees cond = uncond: a pre-CFG function
+        applied after this patch (APG, NegGuideDNS, FreSca, TCFG, ...) and any sampler_cfg_function
+        (RescaleCFG, CFGNorm, ...) would either do nothing or undo DNG's cfg-independence."""
+        fns = model_options.get("sampler_pre_cfg_function", [])
+        position = next((i for i, fn in enumerate(fns) if fn is installed), None)
+        later = fns[position + 1:] if position is not None else []
+        if later:
+            raise ValueError(
+                f"{who}: {', '.join(_describe(fn) for fn in later)} was applied to the model after {who}; it would act "
+                f"on DNG's already-combined prediction and have no effect. Apply that node before {who} "
+                f"(between the checkpoint loader and {who})."
+            )
+        if "sampler_cfg_function" in model_options:
+            raise ValueError(
+                f"{who}: the model has a CFG function (sampler_cfg_function, set by e.g. RescaleCFG or CFGNorm); "
+                f"{who} replaces CFG, so it would have no effect. Use NegGuideDNGGuider with empty_conditioning, "
+                "which applies it to its CFG on the positive, or remove that node."
+            )
+
     setattr(dng_pre_cfg, TRACKER_ATTR, tracker)
     patched = model.clone()
-    patched.set_model_sampler_pre_cfg_function(dng_pre_cfg, disable_cfg1_optimization=params.lambda0 != 0)
+    installed = set_guarded_pre_cfg(patched, dng_pre_cfg, who, disable_cfg1_optimization=params.lambda0 != 0)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, HOOK_KEY, reset_per_run)
     return patched
 
@@ -226,12 +321,23 @@ class DNGGuider(comfy.samplers.CFGGuider):
         d_neg = d_neg if negative is not None else None
         lam = self.tracker.observe(x, float(timestep.max()), sample_sigmas(model_options), d_pos, d_neg,
                                    is_flow(self.inner_model))
+        cfg_function = model_options.get("sampler_cfg_function")
         if d_empty is not None:
-            if d_neg is None:
-                denoised = d_empty + (d_pos - d_empty) * self.cfg  # = ComfyUI's cfg_function
+            if cfg_function is not None:  # e.g. RescaleCFG: it gets the CFG part, as in cfg_function
+                cfg_args = {"cond": x - d_pos, "uncond": x - d_empty, "cond_scale": self.cfg, "timestep": timestep,
+                            "input": x, "sigma": timestep, "cond_denoised": d_pos, "uncond_denoised": d_empty,
+                            "model": self.inner_model, "model_options": model_options, "input_cond": positive,
+                            "input_uncond": empty}
+                base = x - cfg_function(cfg_args)
             else:
-                denoised = guide_cfg(d_empty, d_pos, d_neg, self.cfg, lam)
+                base = d_empty + (d_pos - d_empty) * self.cfg  # = ComfyUI's cfg_function
+            denoised = base if d_neg is None else add_negative_guidance(base, d_pos, d_neg, lam)
         else:
+            if cfg_function is not None and self.conds.get("empty_negative_prompt") is None:
+                raise ValueError(
+                    f"{self.who}: the model has a CFG function (sampler_cfg_function, set by e.g. RescaleCFG), but "
+                    "without empty_conditioning this guider does no CFG for it to act on; connect empty_conditioning."
+                )
             denoised = d_pos if d_neg is None else guide_t2i(d_pos, d_neg, lam)
         for fn in model_options.get("sampler_post_cfg_function", []):
             args = {
@@ -262,7 +368,7 @@ class NegGuideDNGGuider(io.ComfyNode):
                 io.Model.Input("model", tooltip="The diffusion model (any EPS, v-prediction or flow model)."),
                 io.Conditioning.Input("positive", tooltip="The prompt."),
                 io.Conditioning.Input("negative", tooltip="The concept to avoid."),
-                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
+                io.Float.Input("cfg", default=7.5, min=FLOAT_RANGES["cfg"][0], max=FLOAT_RANGES["cfg"][1], step=0.1, round=0.01,
                                tooltip="CFG scale of the positive against empty_conditioning (SD: 7.5). "
                                        "Ignored without empty_conditioning."),
             ] + _param_inputs() + [
@@ -278,6 +384,7 @@ class NegGuideDNGGuider(io.ComfyNode):
     def execute(cls, model, positive, negative, cfg, lambda0, prior, temperature, offset, p_min, p_max,
                 empty_conditioning=None) -> io.NodeOutput:
         params = params_from_inputs(DNGGuider.who, lambda0, prior, temperature, offset, p_min, p_max)
+        cfg = check_float_inputs(DNGGuider.who, cfg=cfg)["cfg"]
         if not negative:
             raise ValueError("NegGuideDNGGuider: the negative conditioning is missing or empty; connect the concept to avoid.")
         if not positive:

@@ -15,7 +15,9 @@ prompt as the positive and p as the negative. Two sampling styles:
   has to be refused. Everything after it (a sampler_cfg_function set by another node such as
   RescaleCFG, the post-cfg functions) sees the swapped predictions, i.e. exactly what it would
   see in a stock run with swapped prompts. ComfyUI's cfg = 1 shortcut (skip the negative) is
-  disabled by the patch, since at cfg 1 the result is the EMPTY prompt's prediction.
+  disabled by the patch, since at cfg 1 the result is the EMPTY prompt's prediction. A guider
+  that never runs the pre-CFG functions (core DualCFGGuider) gets a ValueError at its first step
+  instead of silently sampling the unpatched model (nodes.dng.set_guarded_pre_cfg).
 
 * ``NegGuideDNSGuider`` (GUIDER for SamplerCustomAdvanced): the prompt's conditioning, an
   optional empty conditioning (default: the prompt's conditioning zeroed, as the core
@@ -29,6 +31,8 @@ import torch
 
 import comfy.samplers
 from comfy_api.latest import io
+
+from .dng import FLOAT_RANGES, check_float_inputs, set_guarded_pre_cfg
 
 DNS_MARKER = "negguide_dns"
 WHO = "NegGuideDNS"
@@ -63,7 +67,7 @@ def apply_dns(model):
     if is_dns_patched(model):
         raise ValueError(f"{WHO} is already applied to this model (a second one would swap the prompts back).")
     patched = model.clone()
-    patched.set_model_sampler_pre_cfg_function(dns_pre_cfg, disable_cfg1_optimization=True)
+    set_guarded_pre_cfg(patched, dns_pre_cfg, WHO, disable_cfg1_optimization=True)
     return patched
 
 
@@ -116,7 +120,7 @@ class NegGuideDNSGuider(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model (unpatched; not the NegGuideDNS output)."),
                 io.Conditioning.Input("conditioning", tooltip="The prompt p whose diffusion-negative image to sample."),
-                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                io.Float.Input("cfg", default=7.0, min=FLOAT_RANGES["cfg"][0], max=FLOAT_RANGES["cfg"][1], step=0.1, round=0.01,
                                tooltip="CFG scale of the swapped-prompt CFG (the paper uses the main CFG, e.g. 7). "
                                        "1 = the empty prompt's own image."),
                 io.Conditioning.Input("empty_conditioning", optional=True,
@@ -135,8 +139,9 @@ class NegGuideDNSGuider(io.ComfyNode):
                 "NegGuideDNSGuider: this model is patched by NegGuideDNS already (the prompts would be swapped twice); "
                 "connect the unpatched model."
             )
+        cfg = check_float_inputs("NegGuideDNSGuider", cfg=cfg)["cfg"]
         empty = empty_conditioning if empty_conditioning else zero_conditioning(conditioning)
         guider = comfy.samplers.CFGGuider(model)
         guider.set_conds(empty, conditioning)  # positive = empty, negative = the prompt
-        guider.set_cfg(float(cfg))
+        guider.set_cfg(cfg)
         return io.NodeOutput(guider)

@@ -230,3 +230,114 @@ def test_errors(sd15):
     with pytest.raises(ValueError, match="NegGuideDNG already"):
         dng_guider(sd15, patch(sd15.model))
     assert isinstance(dng_guider(sd15), DNGGuider)
+
+
+# ----------------------------------------------------------------------------- input ranges (library calls)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("lambda0", 1e30), ("lambda0", -1.0), ("lambda0", float("nan")), ("prior", float("nan")),
+    ("temperature", float("inf")), ("temperature", 1e6), ("offset", float("nan")), ("offset", float("-inf")),
+    ("p_min", float("nan")), ("p_max", float("inf")),
+])
+def test_float_inputs_outside_their_range_are_refused_by_both_nodes(sd15, name, value):
+    """lambda0 = 1e30 used to overflow lambda (D_neg - D_pos) and sample NaN (only the UI capped it)."""
+    from negguide.nodes.dng import FLOAT_RANGES
+    low, high = FLOAT_RANGES[name]
+    match = rf"{name} must be a finite number in \[{low:g}, {high:g}\]"
+    with pytest.raises(ValueError, match=match):
+        patch(sd15.model, **{name: value})
+    with pytest.raises(ValueError, match=match):
+        dng_guider(sd15, **{name: value})
+
+
+def test_guider_cfg_outside_its_range_is_refused(sd15):
+    for cfg in (float("nan"), float("inf"), 1e9, -1.0):
+        with pytest.raises(ValueError, match=r"cfg must be a finite number in \[0, 100\]"):
+            dng_guider(sd15, cfg=cfg)
+
+
+def test_largest_allowed_values_sample_finite(sd15):
+    out = ksample(sd15, patch(sd15.model, lambda0=100.0, p_max=0.999999, prior=0.99, temperature=0.0, offset=1.0),
+                  steps=3)
+    assert torch.isfinite(out).all()
+
+
+# ----------------------------------------------------------------------------- other guiders and CFG-stage nodes
+
+
+def dual_cfg_guider(entry, model, style):
+    import comfy_extras.nodes_custom_sampler as custom
+    guider = custom.Guider_DualCFG(model)
+    guider.set_conds(entry.encode(POSITIVE), entry.encode("a house"), entry.encode(NEGATIVE))
+    guider.set_cfg(4.0, 2.0, nested=style == "nested")
+    return guider
+
+
+def dns(model):
+    from negguide.nodes.dns import NegGuideDNS
+    return NegGuideDNS.execute(model).args[0]
+
+
+@pytest.mark.parametrize("style", ["regular", "nested"])
+@pytest.mark.parametrize("stack", ["dng", "dns", "dng_then_dns", "dns_then_dng"])
+def test_dual_cfg_guider_refuses_the_patches_instead_of_ignoring_them(sd15, style, stack):
+    """Core DualCFGGuider calls calc_cond_batch / cfg_function itself and never replays the
+    pre-CFG functions: it used to sample the unpatched model silently."""
+    model = {"dng": lambda m: patch(m), "dns": dns, "dng_then_dns": lambda m: dns(patch(m)),
+             "dns_then_dng": lambda m: patch(dns(m))}[stack](sd15.model)
+    who = "NegGuideDNS" if stack in ("dns", "dng_then_dns") else "NegGuideDNG"
+    with pytest.raises(ValueError, match=rf"{who}: the guider Guider_DualCFG does not run the model's pre-CFG"):
+        guider_sample(sd15, dual_cfg_guider(sd15, model, style), steps=2)
+    # the unpatched model still samples through it
+    assert torch.isfinite(guider_sample(sd15, dual_cfg_guider(sd15, sd15.model, style), steps=2)).all()
+
+
+def apg(model):
+    import comfy_extras.nodes_apg as nodes_apg
+    return nodes_apg.APG.execute(model, eta=0.0, norm_threshold=5.0, momentum=0.0).args[0]
+
+
+def rescale_cfg(model):
+    import comfy_extras.nodes_model_advanced as advanced
+    return advanced.RescaleCFG().patch(model, 0.7)[0]
+
+
+@pytest.mark.parametrize("later", ["dns", "apg"])
+def test_pre_cfg_nodes_after_dng_are_refused_and_before_dng_compose(sd15, later):
+    """After DNG they only see DNG's combined [D, D] (no effect): a clear error at sampling time.
+    Before DNG they change what DNG combines, so the output differs from DNG alone."""
+    other = {"dns": dns, "apg": apg}[later]
+    with pytest.raises(ValueError, match=r"was applied to the model after NegGuideDNG.*Apply that node before"):
+        ksample(sd15, other(patch(sd15.model)), steps=2, cfg=3.0)
+    alone = ksample(sd15, patch(sd15.model), steps=3, cfg=3.0)
+    composed = ksample(sd15, patch(other(sd15.model)), steps=3, cfg=3.0)
+    assert torch.isfinite(composed).all() and not torch.allclose(composed, alone)
+
+
+@pytest.mark.parametrize("order", ["rescale_then_dng", "dng_then_rescale"])
+def test_cfg_function_with_the_dng_patch_is_refused(sd15, order):
+    """DNG hands cond = uncond = D to CFG, so RescaleCFG (a sampler_cfg_function) returned D
+    unchanged in either order; now a clear error at sampling time."""
+    model = rescale_cfg(patch(sd15.model)) if order == "dng_then_rescale" else patch(rescale_cfg(sd15.model))
+    with pytest.raises(ValueError, match="NegGuideDNG: the model has a CFG function"):
+        ksample(sd15, model, steps=2)
+
+
+def test_guider_applies_a_cfg_function_to_its_cfg_part(sd15):
+    """NegGuideDNGGuider with empty_conditioning hands its CFG part to the model's
+    sampler_cfg_function (RescaleCFG), then subtracts lambda (D_neg - D_pos); at lambda0 = 0 it is
+    exactly the stock CFGGuider on the RescaleCFG model."""
+    rescaled = rescale_cfg(sd15.model)
+    reference = comfy.samplers.CFGGuider(rescaled)
+    reference.set_conds(sd15.encode(POSITIVE), sd15.encode(""))
+    reference.set_cfg(4.0)
+    stock = guider_sample(sd15, reference, steps=3)
+    plain_cfg = guider_sample(sd15, dng_guider(sd15, lambda0=0.0), steps=3)
+    assert not torch.allclose(stock, plain_cfg)  # RescaleCFG does something here
+    assert torch.equal(guider_sample(sd15, dng_guider(sd15, rescaled, lambda0=0.0), steps=3), stock)
+    with_dng = guider_sample(sd15, dng_guider(sd15, rescaled), steps=3)
+    without_rescale = guider_sample(sd15, dng_guider(sd15), steps=3)
+    assert torch.isfinite(with_dng).all() and not torch.allclose(with_dng, without_rescale)
+    with pytest.raises(ValueError, match="without empty_conditioning"):
+        guider_sample(sd15, dng_guider(sd15, rescaled, empty=False), steps=2)

@@ -97,3 +97,23 @@ def test_errors():
         NegGuideDNSGuider.execute(patched, entry.encode(PROMPT), CFG)
     with pytest.raises(ValueError, match="conditioning is missing"):
         NegGuideDNSGuider.execute(entry.model, [], CFG)
+
+
+def test_dual_cfg_guider_refuses_the_patch_instead_of_ignoring_it():
+    """Core DualCFGGuider never runs the pre-CFG functions: it used to sample the unpatched
+    model (positive/negative not swapped) without a word."""
+    import comfy_extras.nodes_custom_sampler as custom
+    entry = zoo.build("sd15")
+    for nested in (False, True):
+        guider = custom.Guider_DualCFG(NegGuideDNS.execute(entry.model).args[0])
+        guider.set_conds(entry.encode(PROMPT), entry.encode("a house"), entry.encode(""))
+        guider.set_cfg(CFG, 2.0, nested=nested)
+        with pytest.raises(ValueError, match="NegGuideDNS: the guider Guider_DualCFG does not run the model's pre-CFG"):
+            guider_sample(entry, guider)
+
+
+def test_guider_cfg_must_be_finite_and_in_range():
+    entry = zoo.build("sd15")
+    for cfg in (float("nan"), float("inf"), 1e9, -1.0):
+        with pytest.raises(ValueError, match=r"cfg must be a finite number in \[0, 100\]"):
+            NegGuideDNSGuider.execute(entry.model, entry.encode(PROMPT), cfg)

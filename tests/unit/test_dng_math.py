@@ -196,10 +196,34 @@ def test_update_is_eq12_for_tau1_delta0():
     expected = log_p0 - (((x_s - mu_neg) ** 2).sum(1) - ((x_s - mu_ref) ** 2).sum(1)) / (2 * var)
     got = dng.posterior_update(log_p0, x_s, step, 1.0, 0.0, 1e-300, 1 - 1e-15)
     assert torch.allclose(got, expected.clamp(max=math.log(1 - 1e-15)))
-    # tau scales the likelihood term, delta adds delta / (2 var)
+    # tau scales the likelihood term (over 2 var, unchanged); delta adds delta / (2 var_VP), var_VP = var / (1 + s^2)
     got2 = dng.posterior_update(log_p0, x_s, step, 0.5, 0.01, 1e-300, 1 - 1e-15)
-    expected2 = log_p0 + (-0.5 * (((x_s - mu_neg) ** 2).sum(1) - ((x_s - mu_ref) ** 2).sum(1)) + 0.01) / (2 * var)
+    expected2 = log_p0 - 0.5 * (((x_s - mu_neg) ** 2).sum(1) - ((x_s - mu_ref) ** 2).sum(1)) / (2 * var) \
+        + 0.01 * (1 + s**2) / (2 * var)
     assert torch.allclose(got2, expected2.clamp(max=math.log(1 - 1e-15)))
+
+
+@pytest.mark.parametrize("t,s,flow,var_vp", [
+    # hand-computed: alpha_bar = 1/(1+sigma^2); var_VP = (1-ab_s)/(1-ab_t) * (1 - ab_t/ab_s)
+    (2.0, 1.0, False, 0.375),  # ab_t = 0.2, ab_s = 0.5: 0.5/0.8 * 0.6
+    (14.6, 12.0, False, 0.32221352262506386),  # ab_t = 1/214.16, ab_s = 1/145
+    (0.8, 0.5, True, 0.46875),  # flow: sigma' = 4 -> 1, ab_t = 1/17, ab_s = 0.5: 0.5/(16/17) * (1 - 2/17)
+])
+def test_offset_is_divided_by_the_vp_ddpm_step_variance(t, s, flow, var_vp):
+    """Algorithm 2 / the official code: delta / (2 sigma_t^2) with sigma_t^2 the DDPM step
+    variance in VP coordinates, (1-ab_s)/(1-ab_t) (1-alpha_t) (-> Algorithm 2's 1 - alpha_t at
+    high noise); the tau term stays over the VE variance (it is coordinate-free)."""
+    ab_t, ab_s = (1 / (1 + v * v) for v in ((t / (1 - t), s / (1 - s)) if flow else (t, s)))
+    assert math.isclose((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s), var_vp, rel_tol=1e-12)  # the reference itself
+    x_t = torch.zeros(1, 4, dtype=DT)
+    d = torch.ones(1, 4, dtype=DT)
+    step = dng.ddpm_transition(x_t, d, d, t, s, flow=flow)  # d_ref = d_neg: diff = 0, only delta acts
+    assert math.isclose(step.var_vp, var_vp, rel_tol=1e-12)
+    log_p0 = torch.full((1,), math.log(0.01), dtype=DT)
+    got = dng.posterior_update(log_p0, torch.randn(1, 4, dtype=DT), step, 0.25, 0.003, 1e-6, 0.99)
+    assert math.isclose(float(got - log_p0), 0.003 / (2 * var_vp), rel_tol=1e-12)
+    if (t, s) == (14.6, 12.0):  # SD's first step: delta's increment 0.003 / (2 * 0.3222) = 0.004655
+        assert math.isclose(float(got - log_p0), 0.0046552, rel_tol=1e-4)
 
 
 def test_flow_conversion():
