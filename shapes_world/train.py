@@ -20,6 +20,7 @@ same machine with the same torch thread count.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -275,6 +276,30 @@ def _zero_init(diffusion_model: torch.nn.Module) -> None:
                 p.zero_()
 
 
+@contextlib.contextmanager
+def host_training_mode():
+    """Tell ComfyUI that a model is being trained, for the duration of the block, and restore the
+    previous state afterwards.
+
+    ComfyUI hosts that have inference-only fused kernels pick them unless
+    ``comfy.model_management.in_training`` is set (the flag its own TrainLoraNode sets around its
+    training loop, comfy_extras/nodes_train.py): e.g. Flux RoPE then takes the pure-torch
+    ``_apply_rope`` instead of comfy-kitchen's ``apply_rope``, which has no backward
+    (comfy/ldm/flux/math.py ``apply_rope`` / ``apply_rope1``). Hosts without the flag have no such
+    kernels (their ops are plain torch), so there is nothing to switch."""
+    import comfy.model_management as mm
+
+    if not hasattr(mm, "in_training"):
+        yield
+        return
+    previous = mm.in_training
+    mm.in_training = True
+    try:
+        yield
+    finally:
+        mm.in_training = previous
+
+
 def train_diffusion(family: str, out: Path, budget: Budget) -> dict:
     data = _dataset(family, out, budget)
     g = _generator(family)
@@ -301,9 +326,13 @@ def train_diffusion(family: str, out: Path, budget: Budget) -> dict:
             denoised = model.apply_model(x_t, sigma, **kwargs)
         return (((denoised - x0) / sigma.view(-1, 1, 1, 1)) ** 2).mean()
 
+    # Some hosts freeze a diffusion model when BaseModel builds it (requires_grad_(False) in
+    # BaseModel.__init__): every parameter of it is trained here, so switch gradients back on.
+    model.diffusion_model.requires_grad_(True)
     model.diffusion_model.train()
     steps = max(1, round(budget.diffusion * recipe.steps_factor))
-    curve = _optimise(model.diffusion_model.parameters(), steps, recipe.lr, loss_fn, family)
+    with host_training_mode():
+        curve = _optimise(model.diffusion_model.parameters(), steps, recipe.lr, loss_fn, family)
     model.diffusion_model.eval()
     _save(model.diffusion_model.state_dict(), out / models.diffusion_file(family))
     return {"loss_curve": curve, "parameters": sum(p.numel() for p in model.diffusion_model.parameters())}
