@@ -8,7 +8,8 @@ things changed between the hosts NegGuide supports (0.3.75 and 0.33):
   ``txt_ids_dims`` and ``vec_in_dim``): :func:`complete_params` adds a field only when the host's
   dataclass has it, with the value ComfyUI's own detection gives a model of the classic layout;
 - state-dict names of Flux's QK-norm weights went from ``*_norm.scale`` to ``*_norm.weight``:
-  :func:`fit_state_dict_names` renames a file's keys to what the host's model expects.
+  :func:`fit_state_dict_names` renames a file's keys to what the host's model expects, and
+  :func:`checkpoint_names` writes files under the names real checkpoints use on every host.
 """
 
 from __future__ import annotations
@@ -54,3 +55,21 @@ def fit_state_dict_names(state_dict: Mapping[str, Any], expected_keys: Iterable[
                     break
         fitted[key] = value
     return fitted
+
+
+def checkpoint_names(state_dict: Mapping[str, Any], to_model_names) -> dict[str, Any]:
+    """``state_dict`` (a model's own names) under the names ComfyUI's loader converts FROM:
+    ``to_model_names`` is the model config's ``process_unet_state_dict``. A key is renamed
+    (``*_norm.weight`` -> ``*_norm.scale``) only where the loader maps the other name back to it,
+    so the same file is written on every host (0.33 loads Flux QK norms as ``.weight`` from
+    checkpoints that name them ``.scale``, as real Flux checkpoints do)."""
+    saved = {}
+    for key, value in state_dict.items():
+        for new, old in _EQUIVALENT_SUFFIXES:
+            if key.endswith(new) and "_norm." in key:
+                candidate = key[: -len(new)] + old
+                if key in to_model_names({candidate: value}):
+                    key = candidate
+                break
+        saved[key] = value
+    return saved

@@ -35,6 +35,7 @@ import torch
 from . import judge as judge_module
 from . import models, world
 from ..harness.zoo import initialise, state_dict_digest
+from .host_compat import checkpoint_names
 
 log = logging.getLogger("negguide.shapes_world.train")
 STAGES: tuple[str, ...] = ("vae", "text_encoder", "vae_decoder", *models.FAMILIES, "judge")
@@ -334,7 +335,8 @@ def train_diffusion(family: str, out: Path, budget: Budget) -> dict:
     with host_training_mode():
         curve = _optimise(model.diffusion_model.parameters(), steps, recipe.lr, loss_fn, family)
     model.diffusion_model.eval()
-    _save(model.diffusion_model.state_dict(), out / models.diffusion_file(family))
+    _save(checkpoint_names(model.diffusion_model.state_dict(), model.model_config.process_unet_state_dict),
+          out / models.diffusion_file(family))
     return {"loss_curve": curve, "parameters": sum(p.numel() for p in model.diffusion_model.parameters())}
 
 

@@ -4,6 +4,8 @@ slice shows negative prompts working."""
 
 import json
 
+import safetensors
+
 import nodes
 import pytest
 import torch
@@ -29,6 +31,10 @@ def test_training_script_runs_every_stage(tmp_path):
     for family in models.FAMILIES:
         assert (tmp_path / models.diffusion_file(family)).is_file()
         assert len(record[family]["loss_curve"]) == 1 and record[family]["loss_curve"][0] > 0
+    for family in models.FAMILIES:  # the same file format on every host: the committed files' key names
+        written, committed = (safetensors.safe_open(str(folder / models.diffusion_file(family)), "pt").keys()
+                              for folder in (tmp_path, models.WEIGHTS_DIR))
+        assert sorted(written) == sorted(committed), family
     model, clip, vae = models.load("flux", tmp_path)  # what the script wrote loads like the bundled files
     latent = nodes.common_ksampler(model, 0, 1, 1.0, "euler", "simple", nodes.CLIPTextEncode().encode(clip, "a beach")[0],
                                    nodes.CLIPTextEncode().encode(clip, "")[0], {"samples": torch.zeros(1, 16, 8, 8)})[0]
