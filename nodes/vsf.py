@@ -34,6 +34,8 @@ from .schedule import SigmaWindow
 
 LOG = logging.getLogger(__name__)
 HOOK_KEY = "negguide_vsf"
+NOOP_KEY = "negguide_vsf_noop"
+"""Attachment on the MODEL a recording NegGuideVSF returned without patching: why it did nothing."""
 SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "flux2", "qwen_image", "wan")
 
 
@@ -59,40 +61,46 @@ def _real_length(sub_tokenizer, batch: list) -> int:
 def encode_negative(clip, text: str) -> torch.Tensor:
     """The negative prompt's token embeddings [1, n, D] with every padding token removed.
 
-    Variable-length encoders (T5 family) get their token list cut after the end token before
+    Variable-length encoders (T5 family, LLMs) get each token list cut after its end token before
     encoding, so padding never enters them (T5 attends to its padding). Fixed-length encoders
     (CLIP: 77 positions) must see their full window; CLIP is causal, so its real tokens do not
-    depend on the padding, and the padded positions are cut from the output instead. ComfyUI
-    puts a fixed-length part first in the context (SD3: [CLIP-L|G ; T5])."""
+    depend on the padding, and the padded positions are cut from the output instead. A negative
+    longer than one CLIP window is split into windows by ComfyUI's tokenizer exactly as a long
+    prompt is (each window encoded on its own, the windows' outputs concatenated); every window's
+    real tokens are kept, in order. ComfyUI puts the fixed-length part first in the context
+    (SD3: [CLIP-L|G windows ; T5])."""
     tokens = clip.tokenize(text)
-    encoder_input, fixed_real, fixed_window, variable_len = {}, 0, 0, 0
+    encoder_input, fixed_real, fixed_window, variable_len = {}, None, 0, 0
     for key, batches in tokens.items():
-        if len(batches) != 1:
-            raise ValueError(
-                f"NegGuideVSF: the negative prompt is longer than one {key} text-encoder window "
-                f"({len(batches)} windows). Shorten it: VSF needs the negative in one window."
-            )
         sub_tokenizer = _sub_tokenizer(clip.tokenizer, key)
-        length = _real_length(sub_tokenizer, batches[0])
+        lengths = [_real_length(sub_tokenizer, batch) for batch in batches]
         if sub_tokenizer.pad_to_max_length:
             encoder_input[key] = batches
-            fixed_real, fixed_window = max(fixed_real, length), max(fixed_window, len(batches[0]))
+            if fixed_real is not None and len(fixed_real) != len(lengths):
+                raise ValueError(
+                    f"NegGuideVSF: the negative prompt splits into {len(lengths)} {key} windows but "
+                    f"{len(fixed_real)} windows of another text encoder; cannot line them up."
+                )
+            fixed_real = lengths if fixed_real is None else [max(a, b) for a, b in zip(fixed_real, lengths)]
+            fixed_window = max(fixed_window, *(len(batch) for batch in batches))
         else:
-            encoder_input[key] = [batches[0][:length]]
-            variable_len += length
+            encoder_input[key] = [batch[:length] for batch, length in zip(batches, lengths)]
+            variable_len += sum(lengths)
     encoded = clip.encode_from_tokens(encoder_input)
     context_len = encoded.shape[1]
-    if fixed_window == 0:  # every encoder saw its real tokens only (LLM encoders may drop a template)
+    if fixed_real is None:  # every encoder saw its real tokens only (LLM encoders may drop a template)
         return encoded
-    if context_len == fixed_window + variable_len:
-        return torch.cat([encoded[:, :fixed_real], encoded[:, fixed_window:]], dim=1)
-    if context_len == fixed_window:  # no variable-length encoder loaded (SD3 without T5)
-        return encoded[:, :fixed_real]
+    fixed_len = fixed_window * len(fixed_real)
+    fixed_parts = [encoded[:, i * fixed_window:i * fixed_window + real] for i, real in enumerate(fixed_real)]
+    if context_len == fixed_len + variable_len:
+        return torch.cat([*fixed_parts, encoded[:, fixed_len:]], dim=1)
+    if context_len == fixed_len:  # no variable-length encoder loaded (SD3 without T5)
+        return torch.cat(fixed_parts, dim=1)
     if context_len == variable_len:  # the fixed-length encoder only feeds the pooled vector (Flux)
         return encoded
     raise ValueError(
         f"NegGuideVSF: cannot separate the negative prompt's tokens from padding for this text encoder "
-        f"({context_len} context tokens from windows {fixed_window} + {variable_len})."
+        f"({context_len} context tokens from {len(fixed_real)} windows of {fixed_window} + {variable_len})."
     )
 
 
@@ -126,10 +134,13 @@ class VSFHooks:
         self.record = record
         self.maps: list[tuple[float, torch.Tensor]] = []
         """With recording on: (sigma, [B_cond, H, W] map) per model call of the last run."""
+        self.runs = 0
+        """With recording on: sampling runs started with this model."""
 
     def reset_per_run(self, executor, *args, **kwargs):
         """OUTER_SAMPLE wrapper (recording only): each sampling run starts a new record."""
         self.maps = []
+        self.runs += 1
         return executor(*args, **kwargs)
 
     def apply_model_wrapper(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
@@ -283,8 +294,11 @@ class NegGuideVSF(io.ComfyNode):
         architecture = architecture_of(model, "NegGuideVSF", SUPPORTED_FAMILIES)
         window = SigmaWindow.from_percents(model, start_percent, end_percent, "NegGuideVSF")
         if not negative.strip() or scale == 0:
-            LOG.warning("NegGuideVSF: %s; the model is returned unchanged.",
-                        "the negative prompt is empty" if not negative.strip() else "scale is 0")
+            reason = "the negative prompt is empty" if not negative.strip() else "scale is 0"
+            LOG.warning("NegGuideVSF: %s; the model is returned unchanged.", reason)
+            if record_attention_map:  # tell NegGuideVSFAttentionMap why there is nothing to show
+                model = model.clone()
+                model.set_attachments(NOOP_KEY, reason)
             return io.NodeOutput(model)
         if model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY):
             raise ValueError("NegGuideVSF is already applied to this model: put every negative concept into one NegGuideVSF node.")
@@ -332,8 +346,19 @@ class NegGuideVSFAttentionMap(io.ComfyNode):
     def execute(cls, samples, model) -> io.NodeOutput:
         wrappers = model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY)
         hooks = wrappers[0].__self__ if wrappers else None
-        if hooks is None or not hooks.record:
+        noop = model.get_attachment(NOOP_KEY)
+        if hooks is None and noop:
+            raise ValueError(f"NegGuideVSFAttentionMap: NegGuideVSF did nothing ({noop}), so there is no map to show. "
+                             "Give it a negative prompt and a scale above 0.")
+        if hooks is None:
             raise ValueError("NegGuideVSFAttentionMap: connect the MODEL of a NegGuideVSF node with record_attention_map on.")
+        if not hooks.record:
+            raise ValueError("NegGuideVSFAttentionMap: turn on record_attention_map on the NegGuideVSF node connected to 'model'.")
+        if not hooks.maps and hooks.runs == 0:
+            raise ValueError("NegGuideVSFAttentionMap: nothing was sampled with this model yet; connect the output LATENT "
+                             "of the sampler that uses it to 'samples'.")
         if not hooks.maps:
-            raise ValueError("NegGuideVSFAttentionMap: nothing recorded yet; connect the sampler's output LATENT to 'samples'.")
+            raise ValueError("NegGuideVSFAttentionMap: the last sampling run had no step inside NegGuideVSF's "
+                             "start_percent..end_percent window, so VSF never acted and nothing was recorded. "
+                             "Widen the window (or use more steps).")
         return io.NodeOutput(render_attention_maps(hooks.maps))

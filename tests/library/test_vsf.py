@@ -226,10 +226,25 @@ def test_empty_negative_is_a_noop_with_a_warning(caplog):
     assert "empty" in caplog.text
 
 
-def test_negative_longer_than_one_window_is_a_clear_error():
-    entry = zoo.build("sd15")
-    with pytest.raises(ValueError, match="longer than one"):
-        patch(entry.model, entry.clip, negative="red " * 120)
+CLIP_CONTEXT = ("sd15", "sdxl", "sd3")  # the zoo's models whose text context is CLIP windows
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+@pytest.mark.parametrize("words", [150, 300])
+def test_long_negatives_keep_every_windows_real_tokens(name, words):
+    """A negative past one CLIP window (75 tokens) is split like a long prompt: 150 one-token
+    words are 2 windows, 300 are 4. Every window keeps its real tokens (start, words, end), no
+    padding; T5/LLM encoders take the whole negative up to their own limit."""
+    entry = zoo.build(name)
+    window = vsf_node.encode_negative(entry.clip, "red " * 75)
+    long = vsf_node.encode_negative(entry.clip, "red " * words)
+    if name in CLIP_CONTEXT:
+        assert window.shape[1] == 77  # start + 75 + end: one full window, nothing cut
+        torch.testing.assert_close(long, torch.cat([window] * (words // 75), dim=1), rtol=0, atol=0)
+    else:
+        assert words <= long.shape[1] < words + 16  # a token per word plus end/template tokens
+    out = sample(entry, patch(entry.model, entry.clip, negative="red " * words))
+    assert torch.isfinite(out).all() and not torch.equal(out, sample(entry, entry.model))
 
 
 def test_negative_from_another_text_encoder_family_is_a_clear_error():
@@ -294,8 +309,30 @@ def test_attention_map_records_where_the_negative_acts(name):
 def test_attention_map_needs_a_recording_vsf_model():
     entry = zoo.build("sd15")
     out = sample(entry, patch(entry.model, entry.clip), steps=1)
-    with pytest.raises(ValueError, match="record_attention_map on"):
+    with pytest.raises(ValueError, match="connect the MODEL of a NegGuideVSF node with record_attention_map on"):
+        vsf_node.NegGuideVSFAttentionMap.execute({"samples": out}, entry.model)
+    with pytest.raises(ValueError, match="turn on record_attention_map"):
         vsf_node.NegGuideVSFAttentionMap.execute({"samples": out}, patch(entry.model, entry.clip))
+
+
+def recording(entry, negative=NEGATIVE, scale=3.0, start=0.0, end=1.0):
+    return NegGuideVSF.execute(entry.model, entry.clip, negative, scale, 0.1, start, end, True).args[0]
+
+
+def test_attention_map_says_what_happened_when_there_is_no_map():
+    entry = zoo.build("sd15")
+    for negative, scale, reason in (("", 3.0, "the negative prompt is empty"), (NEGATIVE, 0.0, "scale is 0")):
+        model = recording(entry, negative, scale)
+        out = sample(entry, model, steps=1)
+        with pytest.raises(ValueError, match=f"NegGuideVSF did nothing \\({reason}\\)"):
+            vsf_node.NegGuideVSFAttentionMap.execute({"samples": out}, model)
+    never_sampled = recording(entry)
+    with pytest.raises(ValueError, match="nothing was sampled with this model yet"):
+        vsf_node.NegGuideVSFAttentionMap.execute({"samples": out}, never_sampled)
+    outside = recording(entry, start=0.5, end=0.6)  # 2 "normal" steps: sigma_max and sigma_min only
+    out = sample(entry, outside, steps=2)
+    with pytest.raises(ValueError, match="no step inside NegGuideVSF's start_percent..end_percent window"):
+        vsf_node.NegGuideVSFAttentionMap.execute({"samples": out}, outside)
 
 
 def test_window_that_ends_before_it_starts_is_a_clear_error():
