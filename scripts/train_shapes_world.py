@@ -1,8 +1,8 @@
 """Train the shapes-world models into shapes_world/weights/ (or --out), deterministically.
 
-    .venv/bin/python scripts/train_shapes_world.py                 # everything (see shapes_world/weights/training.json for times)
-    .venv/bin/python scripts/train_shapes_world.py --stages sd3    # one stage (needs the earlier stages' files in --out)
-    .venv/bin/python scripts/train_shapes_world.py --scale 0.01 --out /tmp/sw   # a quick smoke run
+    .venv-0.33.0/bin/python scripts/train_shapes_world.py                 # everything (see shapes_world/weights/training.json for times)
+    .venv-0.33.0/bin/python scripts/train_shapes_world.py --stages sd3    # one stage (needs the earlier stages' files in --out)
+    .venv-0.33.0/bin/python scripts/train_shapes_world.py --scale 0.01 --out /tmp/sw   # a quick smoke run
 """
 
 from __future__ import annotations
