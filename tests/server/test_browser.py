@@ -10,10 +10,18 @@ downloaded) opens the frontend that the test server serves.
 * The first "Shapes world - *" workflow is queued with the Run button and its image appears on
   its SaveImage node (loaded in the page from /view). A screenshot is kept: its path is printed and
   it lies in out/browser/ (git-ignored).
+
+Node ids: the file (and some frontends) give LiteGraph node ids as ints, other frontends as strings;
+ids are compared by their spelling (``node_key``), so the test holds for both.
+
+Another frontend (not used in CI): ``NEGGUIDE_FRONTEND_ROOT=/path/to/comfyui_frontend_package/static``
+starts the test server with ``--front-end-root`` that folder (e.g. the ``static`` folder of an
+unzipped comfyui-frontend-package wheel) instead of the frontend installed in the host's venv.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -29,6 +37,7 @@ SCREENSHOT_DIR = REPO_ROOT / "out" / "browser"
 PAGE_TIMEOUT = 60.0
 RUN_TIMEOUT = 300.0
 WORKFLOWS = wf.workflow_files()
+FRONTEND_ROOT_ENV = "NEGGUIDE_FRONTEND_ROOT"
 
 # Runs in the page: load one bundled workflow like the Templates menu does and report what the
 # frontend made of it. Missing nodes / models are what loadGraphData would show in its dialogs.
@@ -45,7 +54,7 @@ app.showMissingModelsError = (models) => missing.models.push(...models.map(m => 
     const nodes = app.graph.nodes.map(node => ({
       id: node.id, type: node.type,
       widgets: (node.widgets || []).map(w => ({
-        name: w.name, value: w.value,
+        name: w.name, value: w.value, serialize: w.serialize !== false,
         choices: Array.isArray(w.options?.values) ? w.options.values : null,
         min: w.options?.min ?? null, max: w.options?.max ?? null,
       })),
@@ -72,7 +81,8 @@ fetch('/api/settings/Comfy.TutorialCompleted', {method: 'POST', body: 'true'}).t
 """
 
 IMAGE_SHOWN_JS = """
-const node = app.graph.getNodeById(Number(arguments[0]));
+// Node ids are ints in some frontends, strings in others: match the id's spelling, not its type.
+const node = app.graph.nodes.find(n => String(n.id) === String(arguments[0]));
 const image = node && node.imgs && node.imgs[0];
 return image && image.complete && image.naturalWidth > 0 ? image.src : null;
 """
@@ -96,7 +106,13 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("browser_server")
     for path in WORKFLOWS:
         wf.stage_files(wf.load(path), base, standins=False)
-    with ComfyServer(test_nodes=True, base_dir=base, extra_args=["--disable-api-nodes"]) as running:
+    extra_args = ["--disable-api-nodes"]
+    frontend_root = os.environ.get(FRONTEND_ROOT_ENV)
+    if frontend_root:
+        assert os.path.isfile(os.path.join(frontend_root, "index.html")), \
+            f"${FRONTEND_ROOT_ENV}={frontend_root} holds no index.html"
+        extra_args += ["--front-end-root", frontend_root]
+    with ComfyServer(test_nodes=True, base_dir=base, extra_args=extra_args) as running:
         yield running
 
 
@@ -134,16 +150,31 @@ def load_in_browser(driver, path) -> dict:
     return result
 
 
+def node_key(node_id) -> str:
+    """One spelling of a LiteGraph node id. The file and some frontends give ints, others give
+    the same id as a string ("7"); both name node 7, so compare ids through this."""
+    if isinstance(node_id, bool) or not isinstance(node_id, (int, str)):
+        raise TypeError(f"unexpected node id {node_id!r} ({type(node_id).__name__})")
+    return str(node_id)
+
+
 def frontend_widget_errors(workflow: dict, nodes: list[dict]) -> list[str]:
     """Where the frontend's widgets differ from the file's widgets_values, or hold a value their
     own choices / range reject."""
     errors = []
-    shown = {node["id"]: node for node in nodes}
+    shown = {node_key(node["id"]): node for node in nodes}
+    assert len(shown) == len(nodes), f"the frontend shows duplicate node ids: {[n['id'] for n in nodes]}"
+    expected = {node_key(node["id"]) for node in workflow["nodes"]}
+    assert set(shown) == expected, f"the frontend shows nodes {sorted(shown)}, the file has {sorted(expected)}"
     for node in workflow["nodes"]:
-        widgets = shown[node["id"]]["widgets"]
-        values = [w["value"] for w in widgets]
+        widgets = shown[node_key(node["id"])]["widgets"]
+        # widgets_values holds the widgets the frontend saves; one it never saves (serialize false,
+        # e.g. a preview that a newer frontend adds) has no value in the file to compare with.
+        values = [w["value"] for w in widgets if w["serialize"]]
         if values != node.get("widgets_values", []):
-            errors.append(f"node {node['id']} ({node['type']}): widgets show {values}, file has {node.get('widgets_values')}")
+            shown_widgets = [(w["name"], w["value"]) for w in widgets]
+            errors.append(f"node {node['id']} ({node['type']}): widgets show {values} (of {shown_widgets}), "
+                          f"file has {node.get('widgets_values')}")
         for w in widgets:
             if w["choices"] is not None and w["value"] not in w["choices"]:
                 errors.append(f"node {node['id']}.{w['name']}: {w['value']!r} not among its choices")
