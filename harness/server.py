@@ -32,7 +32,9 @@ from typing import Iterable, Mapping
 from .host import PACK_MODULE, REPO_ROOT, comfyui_root
 
 HOST = "127.0.0.1"
-TEST_NODES_ENV = "NEGGUIDE_TEST_NODES"  # nodes/__init__.py reads the same variable
+TEST_PACK = "negguide_test_nodes"
+"""Folder name of the test-only pack (harness/test_pack/) in a test server's custom_nodes/."""
+TEST_PACK_SOURCE = REPO_ROOT / "harness" / "test_pack"
 BASE_ARGS = ("--cpu", "--use-pytorch-cross-attention")
 MODEL_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders", "vae", "vae_approx", "loras")
 STARTUP_TIMEOUT = 120.0
@@ -54,14 +56,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare_base_dir(base: Path, models: Mapping[str, Iterable[str | os.PathLike]] | None = None) -> Path:
-    """Lay out a ComfyUI ``--base-directory``: the pack linked as custom_nodes/negguide, empty
-    model folders, and each file of ``models[folder]`` linked as models/<folder>/<its name>."""
+def prepare_base_dir(base: Path, models: Mapping[str, Iterable[str | os.PathLike]] | None = None,
+                     test_nodes: bool = False) -> Path:
+    """Lay out a ComfyUI ``--base-directory``: the pack linked as custom_nodes/negguide (and, with
+    ``test_nodes``, the test-only pack as custom_nodes/negguide_test_nodes; without, it is
+    removed), empty model folders, and each file of ``models[folder]`` linked as
+    models/<folder>/<its name>."""
     base = Path(base)
     (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
     link = base / "custom_nodes" / PACK_MODULE
     if not link.is_symlink():
         link.symlink_to(REPO_ROOT, target_is_directory=True)
+    test_link = base / "custom_nodes" / TEST_PACK
+    if test_nodes and not test_link.is_symlink():
+        test_link.symlink_to(TEST_PACK_SOURCE, target_is_directory=True)
+    elif not test_nodes and test_link.is_symlink():
+        test_link.unlink()
     for sub in ("input", "output", "user", "temp"):
         (base / sub).mkdir(exist_ok=True)
     for folder in MODEL_FOLDERS:
@@ -80,13 +90,10 @@ def prepare_base_dir(base: Path, models: Mapping[str, Iterable[str | os.PathLike
     return base
 
 
-def server_env(test_nodes: bool = False, env: Mapping[str, str | None] | None = None) -> dict[str, str]:
-    """The child's environment: ours, with the test nodes switched on or off explicitly and
-    ``env`` applied on top (a value of None removes the variable)."""
+def server_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """The child's environment: ours with ``env`` applied on top (a value of None removes the
+    variable)."""
     result = dict(os.environ)
-    result.pop(TEST_NODES_ENV, None)
-    if test_nodes:
-        result[TEST_NODES_ENV] = "1"
     result["PYTHONUNBUFFERED"] = "1"  # the log file stays current
     for key, value in (env or {}).items():
         if value is None:
@@ -107,8 +114,9 @@ def main_command(base: Path, *extra_args: str) -> list[str]:
 
 
 # What ComfyUI's nodes.py logs when a custom node pack fails (load_custom_node and
-# init_external_custom_nodes); each names the pack by its folder, custom_nodes/negguide.
-_PACK_DIR = r"[/\\]custom_nodes[/\\]" + PACK_MODULE + r"(?![\w.-])"
+# init_external_custom_nodes); each names the pack by its folder, custom_nodes/negguide (or the
+# test-only pack, custom_nodes/negguide_test_nodes).
+_PACK_DIR = r"[/\\]custom_nodes[/\\](?:" + PACK_MODULE + "|" + TEST_PACK + r")(?![\w.-])"
 _FAILURE_PATTERNS = tuple(re.compile(p) for p in (
     r"\(IMPORT FAILED\): .*" + _PACK_DIR,
     r"Cannot import .*" + _PACK_DIR + r".* module for custom nodes",
@@ -207,10 +215,10 @@ def quick_test(test_nodes: bool = False, env: Mapping[str, str | None] | None = 
     """Run ``main.py --quick-test-for-ci`` (loads ComfyUI and every custom node, then exits) in a
     temporary base directory; returns (exit code, log)."""
     with tempfile.TemporaryDirectory(prefix="ngtest-quick-") as tmp:
-        base = prepare_base_dir(Path(tmp))
+        base = prepare_base_dir(Path(tmp), test_nodes=test_nodes)
         log_path = base / "comfyui.log"
         with open(log_path, "wb") as log_file:
-            proc = _spawn(main_command(base, "--quick-test-for-ci"), log_file, server_env(test_nodes, env))
+            proc = _spawn(main_command(base, "--quick-test-for-ci"), log_file, server_env(env))
             try:
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -224,8 +232,8 @@ def quick_test(test_nodes: bool = False, env: Mapping[str, str | None] | None = 
 class ComfyServer:
     """A ComfyUI server process in a temporary base directory; a context manager.
 
-    test_nodes: register harness/test_nodes.py (sets NEGGUIDE_TEST_NODES=1; otherwise the
-        variable is removed from the child's environment).
+    test_nodes: also load the test-only pack (harness/test_pack/: the nodes of
+        harness/test_nodes.py); without it the server has exactly what a user installs.
     env: more environment for the child (None values remove variables).
     models: {"diffusion_models": [path, ...], "vae": [...], ...}, linked into models/<folder>/.
     extra_args: more main.py arguments.
@@ -271,7 +279,7 @@ class ComfyServer:
         else:
             self._tmp = tempfile.TemporaryDirectory(prefix="ngtest-server-")
             self.base_dir = Path(self._tmp.name)
-        prepare_base_dir(self.base_dir, self.models)
+        prepare_base_dir(self.base_dir, self.models, test_nodes=self.test_nodes)
         self._log_file = open(self.log_path, "ab")
         start = time.monotonic()
         try:
@@ -280,7 +288,7 @@ class ComfyServer:
                 self.port = free_port()
                 self.proc = _spawn(
                     main_command(self.base_dir, "--listen", HOST, "--port", str(self.port), *self.extra_args),
-                    self._log_file, server_env(self.test_nodes, self.env))
+                    self._log_file, server_env(self.env))
                 if self._wait_until_up(start + self.startup_timeout):
                     break
             else:

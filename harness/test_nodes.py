@@ -1,9 +1,12 @@
-"""Test-only V3 nodes, registered by nodes/__init__.py only when NEGGUIDE_TEST_NODES=1 (the
-server tests set it; users never do). They expose the harness zoo to graphs run over HTTP."""
+"""Test-only V3 nodes, registered by the separate test-only pack harness/test_pack/ (linked into
+a test server by harness/server.py; never shipped, never imported by the pack). They expose the
+harness zoo to graphs run over HTTP."""
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+from typing_extensions import override
+
+from comfy_api.latest import ComfyExtension, io
 
 from . import zoo
 
@@ -34,4 +37,7 @@ class NegGuideTestZooLoader(io.ComfyNode):
         return io.NodeOutput(entry.model, entry.clip, entry.vae)
 
 
-TEST_NODES: list[type[io.ComfyNode]] = [NegGuideTestZooLoader]
+class NegGuideTestExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [NegGuideTestZooLoader]

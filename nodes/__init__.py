@@ -1,7 +1,5 @@
 """The pack's V3 nodes: thin wrappers that validate inputs, clone the model and attach hooks."""
 
-import os
-
 from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
@@ -13,14 +11,11 @@ from .negtome import NegGuideNegToMe
 from .shapes_world import SHAPES_WORLD_NODES
 from .vsf import NegGuideVSF, NegGuideVSFAttentionMap
 
-TEST_NODES_ENV = "NEGGUIDE_TEST_NODES"
-"""Set to 1 to also register the test-only nodes of ``harness/`` (never for users)."""
-
 
 class NegGuideExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        node_list: list[type[io.ComfyNode]] = [
+        return [
             NegGuideVSF,
             NegGuideVSFAttentionMap,
             NegGuideNegToMe,
@@ -33,8 +28,3 @@ class NegGuideExtension(ComfyExtension):
             NegGuideBLIP2Caption,
             *SHAPES_WORLD_NODES,
         ]
-        if os.environ.get(TEST_NODES_ENV) == "1":
-            from ..harness.test_nodes import TEST_NODES
-
-            node_list += TEST_NODES
-        return node_list

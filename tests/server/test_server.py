@@ -111,7 +111,7 @@ def test_test_nodes_are_listed_when_requested(server):
 
 
 def test_user_server_has_no_test_nodes_and_stops_by_pid():
-    # What a user runs: NEGGUIDE_TEST_NODES unset (ComfyServer removes it from the child's env).
+    # What a user runs: the pack alone, without the test-only pack.
     with ComfyServer(test_nodes=False) as user_server:
         info = user_server.object_info()
         assert ZOO_NODE not in info
