@@ -138,8 +138,13 @@ def _parse_depth(spec: str | int | tuple | None, default: str) -> tuple[int, ...
 
 def flux_unet_config(double: int, single: int, schnell: bool) -> dict:
     # What comfy.model_detection.detect_unet_config returns for flux1-dev / flux1-schnell,
-    # except depth / depth_single_blocks (real: 19 / 38).
-    return {
+    # except depth / depth_single_blocks (real: 19 / 38); fields the host requires on top
+    # (0.33: txt_ids_dims) as its detection sets them.
+    import comfy.ldm.flux.model
+
+    from negguide.shapes_world.host_compat import complete_params
+
+    return complete_params({
         "image_model": "flux",
         "in_channels": 16,
         "out_channels": 16,
@@ -155,7 +160,7 @@ def flux_unet_config(double: int, single: int, schnell: bool) -> dict:
         "patch_size": 2,
         "qkv_bias": True,
         "guidance_embed": not schnell,
-    }
+    }, comfy.ldm.flux.model.FluxParams)
 
 
 def sd3_unet_config(width_depth: int, blocks: int) -> dict:
