@@ -143,15 +143,104 @@ class Blip2Model:
         return self.patcher.model.blip2
 
 
+EXPECTED_FILES = (
+    "config.json (model_type 'blip-2'); the weights: model.safetensors, or model-*-of-*.safetensors shards with "
+    "model.safetensors.index.json, or pytorch_model*.bin; preprocessor_config.json (or processor_config.json); "
+    "the tokenizer files (tokenizer.json, or vocab.json + merges.txt, and tokenizer_config.json)"
+)
+
+
+def broken_model(path: str, what: str) -> ValueError:
+    """The error for a model directory whose files exist but cannot be used: what is wrong, and
+    what to do about it (re-download the whole folder; which files it needs)."""
+    name = os.path.basename(os.path.normpath(path))
+    return ValueError(
+        f"NegGuideBLIP2Loader: the BLIP-2 model folder {path} is broken: {what}. Re-download the whole folder "
+        f"models/blip2/{name} (delete it first; e.g. huggingface-cli download Salesforce/blip2-opt-2.7b "
+        f"--local-dir {path}, or the repository this model came from). The folder needs: {EXPECTED_FILES}."
+    )
+
+
+def is_resource_error(err: BaseException) -> bool:
+    """Out of memory is not a broken file: such errors pass through unchanged."""
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", MemoryError)
+    return isinstance(err, (MemoryError, oom))
+
+
+def check_weight_files(path: str) -> None:
+    """ValueError naming the file when a safetensors weight file is garbage or truncated (its
+    header does not parse, or the file is shorter than the header says), or a shard that the
+    index lists is missing. (.bin files can only be checked by loading them.)"""
+    import safetensors
+
+    files = sorted(os.listdir(path))
+    index_file = "model.safetensors.index.json"
+    if index_file in files:
+        try:
+            with open(os.path.join(path, index_file), encoding="utf-8") as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise broken_model(path, f"{index_file} cannot be read ({err})") from err
+        missing = [shard for shard in shards if shard not in files]
+        if missing:
+            raise broken_model(path, f"{index_file} lists weight files that are missing: {', '.join(missing)}")
+    for file in files:
+        if not file.endswith(".safetensors"):
+            continue
+        try:
+            with safetensors.safe_open(os.path.join(path, file), framework="pt") as f:
+                f.keys()
+        except Exception as err:  # safetensors raises its own SafetensorError (and OSError)
+            if is_resource_error(err):
+                raise
+            raise broken_model(path, f"the weight file {file} is damaged or incomplete "
+                                     f"({type(err).__name__}: {err})") from err
+
+
 def load_blip2(path: str, dtype: torch.dtype, name: str = "") -> Blip2Model:
-    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor
 
     check_model_dir(path)
+    check_weight_files(path)
+    try:
+        config = Blip2Config.from_pretrained(path, local_files_only=True)
+    except Exception as err:
+        if is_resource_error(err):
+            raise
+        raise broken_model(path, f"config.json is not a valid BLIP-2 configuration ({type(err).__name__}: {err})") from err
     try:
         processor = Blip2Processor.from_pretrained(path, local_files_only=True)
-        model = Blip2ForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True)
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"NegGuideBLIP2Loader: could not load the BLIP-2 model in {path}: {e}. {where_to_put()}") from e
+    except Exception as err:
+        if is_resource_error(err):
+            raise
+        raise broken_model(path, "the image processor or tokenizer files (preprocessor_config.json / "
+                                 "processor_config.json, tokenizer.json / vocab.json, tokenizer_config.json) cannot "
+                                 f"be read ({type(err).__name__}: {err})") from err
+    try:
+        model, info = Blip2ForConditionalGeneration.from_pretrained(
+            path, config=config, dtype=dtype, local_files_only=True, output_loading_info=True)
+    except Exception as err:
+        if is_resource_error(err):
+            raise
+        text = str(err).lower()
+        if "mismatch" in text or ("size" in text and "shape" in text):
+            what = "config.json does not match the weights (tensor shapes differ)"
+        else:
+            what = "the weights cannot be loaded with this config.json (a weight file is damaged or incomplete, or " \
+                   "config.json belongs to another model)"
+        raise broken_model(path, f"{what} ({type(err).__name__}: {str(err)[:500]})") from err
+    problems = []
+    for key, meaning in (("missing_keys", "missing from the weights"), ("mismatched_keys", "of another shape in the weights")):
+        keys = sorted(str(k) for k in (info.get(key) or ()))
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            problems.append(f"{len(keys)} tensors that config.json describes are {meaning} ({shown})")
+    if problems:
+        raise broken_model(path, "config.json does not match the weights: " + "; ".join(problems))
+    if info.get("unexpected_keys"):
+        LOG.warning("NegGuideBLIP2Loader: %s: %d tensors of the weights are not used by this config.json (e.g. %s); "
+                    "if the captions are nonsense, config.json belongs to another model: re-download the folder.",
+                    path, len(info["unexpected_keys"]), min(info["unexpected_keys"]))
     model.eval()
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
@@ -208,6 +297,54 @@ def to_pil_list(image: torch.Tensor) -> list:
     return [Image.fromarray(a) for a in arrays]
 
 
+def max_positions(config) -> int | None:
+    """How many positions (image query tokens + prompt + caption) the language model holds: OPT's
+    (and other decoder-only models') ``text_config.max_position_embeddings`` (2048 for
+    blip2-opt-2.7b); None for encoder-decoder language models (Flan-T5: relative positions)."""
+    text_config = getattr(config, "text_config", None)
+    if text_config is None or getattr(text_config, "is_encoder_decoder", False):
+        return None
+    value = getattr(text_config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def prompt_length(config, inputs: dict) -> int:
+    """The positions generate() fills before the first caption token: the image query tokens, the
+    BOS and the prompt (generate() builds [image tokens] + [bos] itself without input_ids; older
+    processors leave the image tokens out of input_ids and generate() puts the queries in front)."""
+    queries = int(config.num_query_tokens)
+    input_ids = inputs.get("input_ids")
+    if input_ids is None:
+        return queries + 1
+    image_token = getattr(config, "image_token_id", None)
+    if image_token is None:
+        image_token = getattr(config, "image_token_index", None)
+    has_image_tokens = image_token is not None and bool((input_ids == image_token).any())
+    return int(input_ids.shape[1]) + (0 if has_image_tokens else queries)
+
+
+def clamp_new_tokens(config, inputs: dict, max_new_tokens: int, prompt: str = "") -> int:
+    """``max_new_tokens`` limited to what still fits into the language model's positions (a logged
+    warning when it is lowered); ValueError when the prompt alone leaves no room."""
+    limit = max_positions(config)
+    if limit is None:
+        return max_new_tokens
+    used = prompt_length(config, inputs)
+    room = limit - used
+    if room < 1:
+        raise ValueError(
+            f"NegGuideBLIP2Caption: the prompt is too long: the image ({config.num_query_tokens} query tokens) and "
+            f"the prompt take {used} of the language model's {limit} positions, leaving none for the caption. "
+            "Shorten the prompt (or leave it empty)."
+        )
+    if max_new_tokens > room:
+        LOG.warning(
+            "NegGuideBLIP2Caption: max_new_tokens %d lowered to %d: the language model holds %d positions and the "
+            "image query tokens%s take %d.", max_new_tokens, room, limit, " and the prompt" if prompt else "", used)
+        return room
+    return max_new_tokens
+
+
 @torch.no_grad()
 def caption_images(blip2: Blip2Model, image: torch.Tensor, prompt: str = "", max_new_tokens: int = 50,
                    num_beams: int = 1) -> list[str]:
@@ -223,7 +360,8 @@ def caption_images(blip2: Blip2Model, image: torch.Tensor, prompt: str = "", max
         inputs = blip2.processor(images=images, return_tensors="pt")
     inputs = {k: v.to(device) for k, v in inputs.items()}
     inputs["pixel_values"] = inputs["pixel_values"].to(blip2.dtype)
-    out = model.generate(**inputs, max_new_tokens=int(max_new_tokens), num_beams=int(num_beams), do_sample=False)
+    max_new_tokens = clamp_new_tokens(model.config, inputs, int(max_new_tokens), prompt)
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=int(num_beams), do_sample=False)
     if prompt and "input_ids" in inputs:
         prefix = inputs["input_ids"]
         if out.shape[1] >= prefix.shape[1] and torch.equal(out[:, :prefix.shape[1]], prefix.to(out)):
@@ -256,7 +394,8 @@ class NegGuideBLIP2Caption(io.ComfyNode):
                                 tooltip="Optional text prompt the caption continues (e.g. 'a photo of'); empty = "
                                         "plain captioning (the paper's setting)."),
                 io.Int.Input("max_new_tokens", default=50, min=1, max=512,
-                             tooltip="Longest caption in tokens (50 in the auto-DNP reproduction)."),
+                             tooltip="Longest caption in tokens (50 in the auto-DNP reproduction). Lowered, with a "
+                                     "warning, to what the language model still holds after the image and prompt."),
                 io.Int.Input("num_beams", default=1, min=1, max=16,
                              tooltip="Beam-search width; 1 = greedy decoding (the paper's setting)."),
             ],

@@ -330,7 +330,16 @@ class NegGuideNegToMe(io.ComfyNode):
                     reference_latent is None and reference_image.shape[0] > 1):
                 LOG.warning("NegGuideNegToMe: only the first reference of the batch is used.")
             if reference_mask is not None:
-                reference_mask = reference_mask.reshape(-1, *reference_mask.shape[-2:])[0]
+                shape = tuple(reference_mask.shape)
+                if reference_mask.ndim not in (2, 3) or 0 in shape:
+                    raise ValueError(
+                        f"NegGuideNegToMe: reference_mask has shape {shape}; expected a MASK [height, width] or "
+                        "[batch, height, width] (e.g. from LoadImage's mask output or a SolidMask/ImageToMask node)."
+                    )
+                if reference_mask.ndim == 3:
+                    if shape[0] > 1:
+                        LOG.warning("NegGuideNegToMe: only the first mask of the reference_mask batch is used.")
+                    reference_mask = reference_mask[0]
         elif any(v is not None for v in (reference_image, reference_latent, reference_mask)):
             LOG.warning("NegGuideNegToMe: the reference inputs are ignored in batch diversity mode.")
         if alpha == 0:

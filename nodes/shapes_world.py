@@ -74,6 +74,15 @@ class NegGuideShapesWorldCaption(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, threshold: float = 0.5) -> io.NodeOutput:
+        if image.ndim == 3:
+            image = image.unsqueeze(0)
+        if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
+            raise ValueError("NegGuideShapesWorldCaption: expected an IMAGE [batch, height, width, channels] with 1, 3 "
+                             f"or 4 channels, got {tuple(image.shape)}.")
+        if image.shape[-1] == 4:  # RGBA: the judge sees RGB; drop alpha like core RGB-only nodes
+            image = image[..., :3]
+        elif image.shape[-1] == 1:  # grey
+            image = image.expand(*image.shape[:-1], 3)
         presence, scenes = judge_module.judge_images(judge_module.load(), image)
         captions = [judge_module.describe(p, s, threshold) for p, s in zip(presence, scenes)]
         return io.NodeOutput(captions, ui=ui.PreviewText("\n".join(captions)))

@@ -160,3 +160,16 @@ def test_dng_changes_far_less_than_cfg_for_an_unrelated_negative():
         cfg = negbench.run_item(world, "cfg", unrelated, seed=0, batch=8)
     assert cfg.change > 1.0, "constant negative prompting should visibly change the images"
     assert dng.change <= DNG_UNRELATED_RATIO * cfg.change
+
+
+def test_caption_node_accepts_rgba_images():
+    """An RGBA IMAGE [B, H, W, 4] (e.g. LoadImage of a PNG with alpha piped through) is captioned
+    like its RGB part: alpha is dropped, as core nodes do for RGB-only consumers."""
+    images, _ = world.generate(3, seed=78)
+    rgb = torch.from_numpy(images).float() / 255.0
+    rgba = torch.cat([rgb, torch.rand(*rgb.shape[:-1], 1)], dim=-1)
+    expected = NegGuideShapesWorldCaption.execute(rgb).args[0]
+    out = NegGuideShapesWorldCaption.execute(rgba)
+    assert out.args[0] == expected and len(expected) == 3
+    with pytest.raises(ValueError, match=r"expected an IMAGE .* got \(3, 64, 64, 2\)"):
+        NegGuideShapesWorldCaption.execute(rgb[..., :2])
