@@ -22,12 +22,12 @@ gets the 2D sin-cos table SD3 checkpoints ship. Output layers are NOT zeroed, so
 non-trivial, input-dependent outputs. Components: "diffusion_model", "text_encoder", "vae".
 Same seed -> bitwise-identical weights in any process.
 
-Architectures (this ComfyUI 0.3.75 tree). Parameter counts of diffusion model / text encoder /
-VAE; "4 steps" = nodes.common_ksampler, euler/simple, 4 steps, cfg 1, one 64x64-pixel image,
-warm, best of 3, with torch.set_num_threads(1) on the 2-core CPU dev machine while other sessions
-loaded it (load average ~5); "decode" = nodes.VAEDecode of that latent. With torch's default 2
-threads on the same loaded machine the same runs took 0.7-3.4 s (OpenMP threads fighting over
-busy cores): run tiny models single-threaded.
+Architectures (measured on the ComfyUI 0.3.75 tree; flux2 on 0.33). Parameter counts of
+diffusion model / text encoder / VAE; "4 steps" = nodes.common_ksampler, euler/simple, 4 steps,
+cfg 1, one 64x64-pixel image, warm, best of 3, with torch.set_num_threads(1) on the 2-core CPU
+dev machine while other sessions loaded it (load average ~5); "decode" = nodes.VAEDecode of that
+latent. With torch's default 2 threads on the same loaded machine the same runs took 0.7-3.4 s
+(OpenMP threads fighting over busy cores): run tiny models single-threaded.
 
 ==========  ==========  =========  =========  =========  =======  ======  ==============================
 name        family      diffusion  text enc.  VAE        4 steps  decode  latent / VAE
@@ -37,12 +37,16 @@ sdxl        unet        1.24 M     4.88 M     2.45 M     0.11 s   0.07 s  [B,4,H
 sd3         mmdit       1.63 M     6.54 M     2.46 M     0.08 s   0.08 s  [B,16,H,W] TAESD
 flux        flux        0.49 M     5.41 M     2.46 M     0.13 s   0.07 s  [B,16,H,W] TAESD
 chroma      flux        0.39 M     2.14 M     2.46 M     0.08 s   0.08 s  [B,16,H,W] TAESD
+flux2       flux2       0.43 M     5.50 M     37.56 M    0.13 s   0.08 s  [B,128,H,W] Flux.2 VAE (16x)
 wan21       wan         0.16 M     1.05 M     0.92 M     0.06 s   0.16 s  [B,16,T,H,W] Wan 2.1 VAE
 qwen_image  qwen_image  0.34 M     5.01 M     0.92 M     0.06 s   0.13 s  [B,16,1,H,W] Wan 2.1 VAE
 ==========  ==========  =========  =========  =========  =======  ======  ==============================
 
 A build takes 0.5-2 s (mostly loading the tokenizer vocabularies, done once per process).
-Text-encoder sizes are dominated by the real vocabularies (49408 CLIP, 32128 T5, 152064 Qwen).
+Text-encoder sizes are dominated by the real vocabularies (49408 CLIP, 32128 T5, 152064 Qwen2.5,
+151936 Qwen3). The flux2 row was measured on ComfyUI 0.33 (the only supported host with Flux.2
+Klein), same settings, one 64x64-pixel image = a [1, 128, 4, 4] latent; its VAE count is mostly
+the encoder, whose width ComfyUI fixes (see below).
 
 Per architecture (what is real, what is shrunk, what deviates):
 
@@ -64,6 +68,26 @@ Per architecture (what is real, what is shrunk, what deviates):
 - chroma: Chroma (Flux blocks without per-block modulation, the distilled-guidance Approximator:
   2 layers, hidden 128), same sizes as flux; T5-only text encoder via ComfyUI's PixArt T5 class
   (no padding: text length = prompt tokens + EOS). TAESD (16 ch) VAE.
+- flux2: Flux.2 Klein layout (comfy.supported_models.Flux2 -> model_base.Flux2): patch size 1 over
+  128-channel latents, hidden 64, 2 heads of 32, axes_dim [8,8,8,8], theta 2000, mlp_ratio 3,
+  global modulation, SiLU-gated MLP, no qkv/op biases, txt_ids_dims [3] (text positions on the
+  4th RoPE axis), no guidance embedding (Klein is distilled), no pooled vector; 2 double + 2
+  single blocks. Text encoder: ComfyUI's Klein encoder (klein_te: Qwen3-4B class, hidden 32,
+  1 head, 1 KV head; head_dim 128 and the vocabulary are fixed by ComfyUI) with KleinTokenizer
+  (the shipped qwen25_tokenizer and Klein's chat template), 512 tokens. The encoder returns the
+  hidden states before layers 9, 18 and 27 concatenated (context_in_dim 3 x 32 = 96); ComfyUI
+  takes a list of layers only where the layer exists, so the tiny Qwen3 keeps 28 layers (the
+  fewest that reach layer 27 with its real input). VAE: the Flux.2 VAE as comfy.sd.VAE
+  detects it from its keys (KL autoencoder, z 32, a batch-norm over 2x2-folded latents: 128
+  channels, 16x downscale). ComfyUI reads only the decoder width from the state dict, so the
+  decoder is 32 wide (the least its GroupNorm(32) allows) and the encoder keeps ComfyUI's fixed
+  width 128 (34.4 M of its 37.6 M parameters; a 64x64 encode takes ~0.15 s). A build takes
+  ~1 s (2 s with the Qwen vocabulary load) and one prompt encode ~0.14 s (28 layers x 512
+  tokens): the slowest of the zoo. ``empty_latent`` matches
+  EmptyFlux2LatentImage: [B, 128, H/16, W/16]. Needs the Klein classes (ComfyUI 0.33; 0.3.75
+  has Flux.2 but no Klein/Qwen3 encoder): ``unavailable_reason("flux2")`` names what a host
+  lacks, ``build`` raises it, and tests/library/conftest.py skips every test parametrised with
+  an unavailable architecture with that reason.
 - wan21: Wan 2.1 t2v (1.3B-style cross-attention DiT): dim 64, ffn 128, 2 heads of 32, 2 blocks,
   patch (1,2,2). Text encoder: ComfyUI's UMT5-XXL class (d_model 32, 2 layers, masked padding
   zeroed like Wan) fed 512 tokens like Wan, BUT tokenized with ComfyUI's shipped T5 vocabulary:
@@ -82,8 +106,9 @@ Per architecture (what is real, what is shrunk, what deviates):
   class. VAE: tiny Wan 2.1 VAE (Qwen-Image uses the Wan 2.1 VAE). The latent format is 3-D, so
   ``empty_latent`` gives [B, 16, 1, H/8, W/8] (what sampling returns anyway).
 
-All seven architectures build on ComfyUI 0.3.75; none had to be left out. Where text and image
-tokens sit in each one's attention calls is pinned down by tests/library/test_attention_layout.py.
+All seven other architectures build on ComfyUI 0.3.75 and 0.33; flux2 builds on 0.33 only.
+Where text and image tokens sit in each one's attention calls is pinned down by
+tests/library/test_attention_layout.py.
 """
 
 from __future__ import annotations
@@ -99,7 +124,7 @@ import torch
 
 from ..shapes_world.host_compat import complete_params
 
-ARCHITECTURES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux", "chroma", "wan21", "qwen_image")
+ARCHITECTURES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux", "chroma", "flux2", "wan21", "qwen_image")
 
 FAMILIES: dict[str, str] = {
     "sd15": "unet",
@@ -107,6 +132,7 @@ FAMILIES: dict[str, str] = {
     "sd3": "mmdit",
     "flux": "flux",
     "chroma": "flux",
+    "flux2": "flux2",
     "wan21": "wan",
     "qwen_image": "qwen_image",
 }
@@ -116,8 +142,42 @@ VIDEO_LATENT: frozenset[str] = frozenset({"wan21", "qwen_image"})
 
 # Latent channels per architecture (the latent_format's latent_channels).
 LATENT_CHANNELS: dict[str, int] = {
-    "sd15": 4, "sdxl": 4, "sd3": 16, "flux": 16, "chroma": 16, "wan21": 16, "qwen_image": 16,
+    "sd15": 4, "sdxl": 4, "sd3": 16, "flux": 16, "chroma": 16, "flux2": 128, "wan21": 16, "qwen_image": 16,
 }
+
+# Pixels per latent cell along height and width (the latent_format's spacial_downscale_ratio).
+LATENT_DOWNSCALE: dict[str, int] = {name: 16 if name == "flux2" else 8 for name in ARCHITECTURES}
+
+# The ComfyUI classes each architecture is built from that some supported host may lack, as
+# (module, attribute) pairs: an architecture is available exactly when its host has all of them.
+_NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "flux2": (("comfy.supported_models", "Flux2"), ("comfy.model_base", "Flux2"),
+              ("comfy.latent_formats", "Flux2"), ("comfy.text_encoders.flux", "KleinTokenizer"),
+              ("comfy.text_encoders.flux", "klein_te"), ("comfy.text_encoders.llama", "Qwen3_4B")),
+}
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why architecture ``name`` cannot be built on this ComfyUI host (the classes it lacks), or
+    None when it can. Decided by what the host has, never by its version."""
+    import importlib
+
+    missing = []
+    for module_name, attribute in _NEEDS.get(name, ()):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            module = None
+        if not hasattr(module, attribute):
+            missing.append(f"{module_name}.{attribute}")
+    if not missing:
+        return None
+    return f"zoo architecture {name!r} needs ComfyUI classes this host lacks: {', '.join(missing)}"
+
+
+def available_architectures() -> tuple[str, ...]:
+    """The ARCHITECTURES this host can build."""
+    return tuple(name for name in ARCHITECTURES if unavailable_reason(name) is None)
 
 
 @dataclasses.dataclass
@@ -131,11 +191,12 @@ class ZooModel:
 
     def empty_latent(self, width: int = 64, height: int = 64, batch_size: int = 1) -> dict:
         """{"samples": zeros} shaped like the stock empty-latent node of this architecture
-        (EmptyLatentImage / EmptySD3LatentImage / EmptyHunyuanLatentVideo with length 1);
-        width and height in pixels."""
+        (EmptyLatentImage / EmptySD3LatentImage / EmptyFlux2LatentImage / EmptyHunyuanLatentVideo
+        with length 1); width and height in pixels."""
         import comfy.model_management
 
-        shape = [batch_size, self.latent_channels, height // 8, width // 8]
+        down = LATENT_DOWNSCALE[self.name]
+        shape = [batch_size, self.latent_channels, height // down, width // down]
         if self.name in VIDEO_LATENT:
             shape.insert(2, 1)
         return {"samples": torch.zeros(shape, device=comfy.model_management.intermediate_device())}
@@ -310,6 +371,23 @@ def _wan_vae(name: str, seed: int, dim: int = 8):
     return comfy.sd.VAE(sd=dict(vae.state_dict()))
 
 
+def _flux2_vae(name: str, seed: int, decoder_ch: int = 32):
+    """The Flux.2 VAE as comfy.sd.VAE detects it (a KL autoencoder with z 32 and a batch-norm over
+    2x2-folded latents: 128 channels, 16x downscale). ComfyUI fixes the encoder width at 128 (it
+    reads only the decoder's width from the state dict); the decoder is 32 wide, the least
+    GroupNorm(32) allows."""
+    import comfy.ldm.models.autoencoder
+    import comfy.sd
+
+    ddconfig = {"double_z": True, "z_channels": 32, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
+                "batch_norm_latent": True}
+    vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=ddconfig, embed_dim=32,
+                                                     decoder_ddconfig={**ddconfig, "ch": decoder_ch})
+    initialise(vae, _generator(name, "vae", seed))
+    return comfy.sd.VAE(sd=dict(vae.state_dict()))
+
+
 def _clip_config(hidden: int, heads: int = 2, layers: int = 3, projection: int | None = None) -> dict:
     return {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_attention_heads": heads,
             "num_hidden_layers": layers, "projection_dim": projection or hidden}
@@ -433,6 +511,28 @@ def _build_chroma(name, seed):
     return model, clip, _taesd_vae(name, seed, 16)
 
 
+def _build_flux2(name, seed):
+    import comfy.ldm.flux.model
+    import comfy.supported_models
+    import comfy.text_encoders.flux
+
+    te_hidden = 32
+    unet_config = complete_params(
+        {"image_model": "flux2", "in_channels": 128, "out_channels": 128, "vec_in_dim": None,
+         # the Klein encoder concatenates the hidden states of its layers 9, 18 and 27
+         "context_in_dim": 3 * te_hidden, "hidden_size": 64, "num_heads": 2, "axes_dim": [8, 8, 8, 8],
+         "depth": 2, "depth_single_blocks": 2, "mlp_ratio": 3.0, "theta": 2000, "patch_size": 1,
+         "qkv_bias": False, "guidance_embed": False, "txt_ids_dims": [3], "global_modulation": True,
+         "mlp_silu_act": True, "ops_bias": False, "default_ref_method": "index", "ref_index_scale": 10.0},
+        comfy.ldm.flux.model.FluxParams)
+    model = _diffusion(name, seed, comfy.supported_models.Flux2, unet_config)
+    clip = _clip(name, seed, comfy.text_encoders.flux.KleinTokenizer, comfy.text_encoders.flux.klein_te(),
+                 {"qwen3_4b_model_config": {"hidden_size": te_hidden, "intermediate_size": 2 * te_hidden,
+                                            "num_hidden_layers": 28, "num_attention_heads": 1,
+                                            "num_key_value_heads": 1}})
+    return model, clip, _flux2_vae(name, seed)
+
+
 def _wan_tokenizer(embedding_directory=None, tokenizer_data={}):
     """ComfyUI's WanT5Tokenizer layout ({"umt5xxl": ...}, no start token, EOS 1, pad 0, at least
     512 tokens) over the shipped T5 vocabulary; see the module docstring for why."""
@@ -496,7 +596,7 @@ def _build_qwen_image(name, seed):
 
 _BUILDERS: dict[str, Callable] = {
     "sd15": _build_sd15, "sdxl": _build_sdxl, "sd3": _build_sd3, "flux": _build_flux,
-    "chroma": _build_chroma, "wan21": _build_wan21, "qwen_image": _build_qwen_image,
+    "chroma": _build_chroma, "flux2": _build_flux2, "wan21": _build_wan21, "qwen_image": _build_qwen_image,
 }
 
 _cache: dict[tuple[str, int], ZooModel] = {}
@@ -510,6 +610,9 @@ def build(name: str, seed: int = 0, *, cached: bool = True) -> ZooModel:
     constructs everything afresh and leaves the cache alone (for determinism checks)."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown zoo architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    reason = unavailable_reason(name)
+    if reason is not None:
+        raise RuntimeError(reason)
     key = (name, int(seed))
     if not cached:
         model, clip, vae = _BUILDERS[name](name, int(seed))

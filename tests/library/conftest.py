@@ -9,6 +9,28 @@ host.boot_library_mode()
 
 import comfy.utils  # noqa: E402  (importable only after the boot above)
 
+from negguide.harness import zoo  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "zoo_architecture(name, ...): the test builds these zoo architectures (skipped where "
+        "the host cannot build one)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test parametrised with a zoo architecture this host cannot build (e.g. Flux.2 Klein on a
+    ComfyUI without the Klein text encoder), or marked ``zoo_architecture(name)`` with one, is
+    skipped with the reason zoo.unavailable_reason gives, so no test has to check it itself."""
+    reasons = {name: zoo.unavailable_reason(name) for name in zoo.ARCHITECTURES}
+    for item in items:
+        names = [value for value in getattr(getattr(item, "callspec", None), "params", {}).values()
+                 if isinstance(value, str)]
+        names += [name for marker in item.iter_markers("zoo_architecture") for name in marker.args]
+        reason = next((reasons[name] for name in names if reasons.get(name)), None)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
 
 @pytest.fixture(autouse=True)
 def _quiet_progress_bars(monkeypatch):

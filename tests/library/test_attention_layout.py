@@ -12,6 +12,9 @@ Layouts found (ComfyUI 0.3.75):
 - Flux / Chroma: joint [txt | img], q/k/v [B, H, txt+img, D] (skip_reshape=True), q/k already
   RoPE'd (text positions are 0, so text rows are unrotated); transformer_options has block_type
   "double"/"single", block_index, total_blocks; every double and single block calls the override.
+- Flux.2 (Klein, 0.33): the same calls, 512 text tokens (padded), one image token per cell of the
+  128-channel latent (patch 1: (H/16) x (W/16) for an H x W image); text rows are RoPE'd too
+  (positions 0..511 on the 4th axis); single blocks also get img_slice = [txt, txt + img].
 - SD3 MMDiT: joint [context | x], q and k [B, txt+img, H*D] but v [B, txt+img, H, D] (4-D!),
   skip_reshape not passed; no block_type/block_index.
 - UNet (SD1.5/SDXL): attn1 self-attention over image tokens only, attn2 queries image tokens and
@@ -71,7 +74,7 @@ class AttentionProbe:
             q=q.detach().clone(), k=k.detach().clone(), v=v.detach().clone(), heads=heads, args=args,
             kwargs={key: val for key, val in kwargs.items() if key != "transformer_options"},
             options={key: options.get(key) for key in
-                     ("block_type", "block_index", "total_blocks", "block", "cond_or_uncond")},
+                     ("block_type", "block_index", "total_blocks", "block", "cond_or_uncond", "img_slice")},
         ))
         return func(q, k, v, heads, *args, **kwargs)
 
@@ -176,6 +179,49 @@ def test_flux_family_joint_layout(name):
         assert torch.allclose(got[:, :, :txt], pre_txt, atol=1e-6)
         assert not torch.allclose(got[:, :, txt:], pre_img, atol=1e-3)
         assert torch.allclose(pair_norms(got[:, :, txt:]), pair_norms(pre_img), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Flux.2 (Klein): the Flux layout at patch 1 over 128-channel latents, text padded to 512 tokens
+
+
+@pytest.mark.zoo_architecture("flux2")
+def test_flux2_joint_layout():
+    z = zoo.build("flux2")
+    dm = z.model.model.diffusion_model
+    a, a_text_b, txt = tokens_and_prompts(z)
+    assert z.latent_channels == 128 and dm.patch_size == 1
+    img = (HEIGHT // 16) * (WIDTH // 16)  # the VAE's 16x downscale, one token per latent cell
+    heads, head_dim = dm.num_heads, dm.hidden_size // dm.num_heads
+    assert txt == 512  # the Qwen3 tokenizer pads to 512; model_base.Flux2 would left-pad to 512
+    n_double, n_single = len(dm.double_blocks), len(dm.single_blocks)
+    assert n_double >= 2 and n_single >= 2
+
+    with Captured(dm.double_blocks[0].img_attn.norm) as img_qk, Captured(dm.double_blocks[0].txt_attn.norm) as txt_qk:
+        base = run(z, a)
+    assert [(c.options["block_type"], c.options["block_index"]) for c in base] == (
+        [("double", i) for i in range(n_double)] + [("single", i) for i in range(n_single)])
+    for c in base:
+        assert c.options["total_blocks"] == (n_double if c.options["block_type"] == "double" else n_single)
+        assert c.kwargs.get("skip_reshape") is True and c.heads == heads
+        for t in (c.q, c.k, c.v):
+            assert tuple(t.shape) == (1, heads, txt + img, head_dim)
+        if c.options["img_slice"] is not None:  # set for the single blocks (0.33)
+            assert c.options["block_type"] == "single" and list(c.options["img_slice"]) == [txt, txt + img]
+
+    text_changed, image_changed = run(z, a_text_b), run(z, a, seed=2)
+    assert_rows(base[0], text_changed[0], image_changed[0], dim=2, txt=txt, img=img, order="text_first")
+
+    # RoPE on both: text positions 0..511 run along the 4th axis (txt_ids_dims [3]), so unlike
+    # Flux only the first text row (position 0) and the first image token (0, 0) are unrotated.
+    (pre_img_q, pre_img_k), (pre_txt_q, pre_txt_k) = img_qk.outputs[0], txt_qk.outputs[0]
+    first = base[0]
+    for got, pre_txt, pre_img in ((first.q, pre_txt_q, pre_img_q), (first.k, pre_txt_k, pre_img_k)):
+        got_txt, got_img = got[:, :, :txt], got[:, :, txt:]
+        for rotated, pre in ((got_txt, pre_txt), (got_img, pre_img)):
+            assert torch.allclose(rotated[:, :, :1], pre[:, :, :1], atol=1e-6)
+            assert not torch.allclose(rotated[:, :, 1:], pre[:, :, 1:], atol=1e-3)
+            assert torch.allclose(pair_norms(rotated), pair_norms(pre), rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -247,3 +247,53 @@ def test_reference_image_is_encoded_with_the_vae():
                   reference_mask=mask)
     out = sample(entry, model, batch=2, steps=2)
     assert out.shape[0] == 2 and torch.isfinite(out).all()
+
+
+@pytest.mark.zoo_architecture("flux2")
+def test_flux2_merge_covers_every_image_token_and_no_text_token():
+    """Flux.2 (patch 1 over 128-channel latents, text padded to 512 tokens): with tau = -1 every
+    image token is matched, so in every double and single block each image token of the
+    non-reference images changes, exactly as the closed-form merge of the raw attention output
+    says, and the text tokens and the reference image (row 0) do not. A 96x64-pixel image is
+    6 x 4 = 24 image tokens: a patch-2 layout would reach only 6 of them."""
+    entry = zoo.build("flux2")
+    dm = entry.model.model.diffusion_model
+    alpha, text_len, image_len, batch = 0.9, 512, (96 // 16) * (64 // 16), 3
+
+    raw, merged = [], []
+
+    def below(func, q, k, v, heads, mask=None, **kwargs):
+        out = func(q, k, v, heads, mask=mask, **kwargs)
+        raw.append(out.detach().clone())  # NegToMe then merges ``out`` in place
+        return out
+
+    base = entry.model.clone()
+    base.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = below
+    arch = architecture_of(base, "test", negtome_node.SUPPORTED_FAMILIES)
+    assert arch.family == "flux2" and arch.patch_size == 1
+    model = apply_negtome(base, arch, alpha, -1.0, SigmaWindow.from_percents(base, 0.0, 1.0, "test"))
+    options = model.model_options["transformer_options"]
+    negtome_override = options["optimized_attention_override"]
+
+    def above(func, q, k, v, heads, mask=None, **kwargs):
+        out = negtome_override(func, q, k, v, heads, mask=mask, **kwargs)
+        merged.append(out.detach().clone())
+        return out
+
+    options["optimized_attention_override"] = above
+    latent = entry.empty_latent(96, 64, batch)
+    nodes.common_ksampler(model, 7, 1, 1.0, "euler", "normal", entry.encode(PROMPT), entry.encode(""), latent)
+
+    assert len(raw) == len(merged) == len(dm.double_blocks) + len(dm.single_blocks)
+    for before, after in zip(raw, merged):
+        assert tuple(before.shape[:2]) == (batch, text_len + image_len)  # [B, L, H*D]
+        assert torch.equal(after[:, :text_len], before[:, :text_len]), "a text token was merged"
+        assert torch.equal(after[0], before[0]), "the reference image changed"
+        image = before[:, text_len:].double()
+        unit = torch.nn.functional.normalize(image, dim=-1)
+        for row in range(1, batch):
+            match = (unit[row] @ unit[0].T).argmax(dim=-1)  # each token's best reference token
+            expected = (1 + alpha) * image[row] - alpha * image[0][match]
+            got = after[row, text_len:]
+            torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+            assert (got != before[row, text_len:]).any(dim=-1).all(), "an image token was left unmerged"

@@ -21,7 +21,7 @@ from negguide.harness import host, zoo
 STEPS = 3
 WIDTH, HEIGHT = 64, 64  # pixels
 BATCH = 2
-EXPECTED = ("sd15", "sdxl", "sd3", "flux", "chroma", "wan21", "qwen_image")
+EXPECTED = ("sd15", "sdxl", "sd3", "flux", "chroma", "flux2", "wan21", "qwen_image")
 
 
 def sample(z, positive, negative, cfg, seed=7, batch_size=BATCH, steps=STEPS):
@@ -30,7 +30,8 @@ def sample(z, positive, negative, cfg, seed=7, batch_size=BATCH, steps=STEPS):
 
 
 def latent_shape(z, batch_size=BATCH):
-    shape = [batch_size, z.latent_channels, HEIGHT // 8, WIDTH // 8]
+    down = zoo.LATENT_DOWNSCALE[z.name]
+    shape = [batch_size, z.latent_channels, HEIGHT // down, WIDTH // down]
     if z.name in zoo.VIDEO_LATENT:
         shape.insert(2, 1)
     return tuple(shape)
@@ -38,7 +39,18 @@ def latent_shape(z, batch_size=BATCH):
 
 def test_architectures_cover_every_family():
     assert zoo.ARCHITECTURES == EXPECTED
-    assert {zoo.FAMILIES[n] for n in zoo.ARCHITECTURES} == {"unet", "mmdit", "flux", "wan", "qwen_image"}
+    assert {zoo.FAMILIES[n] for n in zoo.ARCHITECTURES} == {"unet", "mmdit", "flux", "flux2", "wan", "qwen_image"}
+
+
+def test_unavailable_architectures_say_why_and_refuse_to_build():
+    assert all(zoo.unavailable_reason(n) is None for n in EXPECTED if n != "flux2")
+    assert zoo.available_architectures() == tuple(n for n in EXPECTED if zoo.unavailable_reason(n) is None)
+    reason = zoo.unavailable_reason("flux2")
+    if reason is None:
+        return
+    assert "flux2" in reason and "lacks" in reason
+    with pytest.raises(RuntimeError, match="lacks"):
+        zoo.build("flux2")
 
 
 def test_unknown_architecture_names_the_known_ones():
@@ -110,13 +122,19 @@ def test_empty_latent_matches_the_stock_nodes(name):
     z = zoo.build(name)
     latent = z.empty_latent(96, 64, batch_size=3)["samples"]
     assert torch.count_nonzero(latent) == 0
+    h, w = 64 // zoo.LATENT_DOWNSCALE[name], 96 // zoo.LATENT_DOWNSCALE[name]
     if z.name in zoo.VIDEO_LATENT:
-        assert tuple(latent.shape) == (3, z.latent_channels, 1, 8, 12)
+        assert tuple(latent.shape) == (3, z.latent_channels, 1, h, w)
     else:
-        assert tuple(latent.shape) == (3, z.latent_channels, 8, 12)
+        assert tuple(latent.shape) == (3, z.latent_channels, h, w)
     if z.latent_channels == 4:
         stock = nodes.EmptyLatentImage().generate(96, 64, 3)[0]["samples"]
         assert stock.shape == latent.shape
+    if name == "flux2":
+        from comfy_extras.nodes_flux import EmptyFlux2LatentImage
+
+        stock = EmptyFlux2LatentImage.execute(96, 64, 3).args[0]["samples"]
+        assert stock.shape == latent.shape and stock.dtype == latent.dtype
 
 
 @pytest.mark.parametrize("name", zoo.ARCHITECTURES)
@@ -146,7 +164,7 @@ def test_build_is_deterministic_across_processes():
         spec.loader.exec_module(m)
         from negguide.harness import host, zoo
         host.boot_library_mode()
-        print("DIGESTS=" + json.dumps({{n: zoo.digest(zoo.build(n, seed=0)) for n in zoo.ARCHITECTURES}}))
+        print("DIGESTS=" + json.dumps({{n: zoo.digest(zoo.build(n, seed=0)) for n in zoo.available_architectures()}}))
     """)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "12345"}  # another hash seed on purpose
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
@@ -154,5 +172,5 @@ def test_build_is_deterministic_across_processes():
     assert done.returncode == 0, done.stderr[-3000:]
     line = [ln for ln in done.stdout.splitlines() if ln.startswith("DIGESTS=")][-1]
     theirs = json.loads(line[len("DIGESTS="):])
-    ours = {n: zoo.digest(zoo.build(n, seed=0)) for n in zoo.ARCHITECTURES}
+    ours = {n: zoo.digest(zoo.build(n, seed=0)) for n in zoo.available_architectures()}
     assert theirs == ours
