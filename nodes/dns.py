@@ -19,13 +19,18 @@ prompt as the positive and p as the negative. Two sampling styles:
   that never runs the pre-CFG functions (core DualCFGGuider) gets a ValueError at its first step
   instead of silently sampling the unpatched model (nodes.dng.set_guarded_pre_cfg).
 
-* ``NegGuideDNSGuider`` (GUIDER for SamplerCustomAdvanced): the prompt's conditioning, an
-  optional empty conditioning (default: the prompt's conditioning zeroed, as the core
-  ConditioningZeroOut) and cfg; it is the core CFGGuider with positive = empty and negative = the
-  prompt, so every pre/post-cfg hook and cfg function of the model runs as in a stock run.
+* ``NegGuideDNSGuider`` (GUIDER for SamplerCustomAdvanced): the prompt's conditioning, the empty
+  prompt and cfg; it is the core CFGGuider with positive = empty and negative = the prompt, so
+  every pre/post-cfg hook and cfg function of the model runs as in a stock run. The empty prompt
+  is, in this order: ``empty_conditioning`` if connected; the paper's form, "" encoded by
+  ``clip`` if connected (on CLIP models it differs from zeros: the start/end tokens and the
+  position embeddings are not zero); else the prompt's conditioning zeroed (as the core
+  ConditioningZeroOut), with a warning that this is not the paper's form.
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 
@@ -34,6 +39,7 @@ from comfy_api.latest import io
 
 from .dng import FLOAT_RANGES, check_float_inputs, set_guarded_pre_cfg
 
+LOG = logging.getLogger(__name__)
 DNS_MARKER = "negguide_dns"
 WHO = "NegGuideDNS"
 
@@ -94,6 +100,20 @@ class NegGuideDNS(io.ComfyNode):
         return io.NodeOutput(apply_dns(model))
 
 
+def encode_empty_prompt(clip) -> list:
+    """The CONDITIONING of the empty prompt "" (what CLIPTextEncode with no text gives)."""
+    return clip.encode_from_tokens_scheduled(clip.tokenize(""))
+
+
+def empty_prompt(conditioning: list, empty_conditioning: list | None, clip) -> tuple[list, str]:
+    """The empty prompt of a DNS run and which form it is (see the module docstring)."""
+    if empty_conditioning:
+        return empty_conditioning, "the connected empty_conditioning"
+    if clip is not None:
+        return encode_empty_prompt(clip), 'the empty prompt "" encoded by the connected clip (the paper\'s form)'
+    return zero_conditioning(conditioning), "the prompt's conditioning zeroed (no clip connected)"
+
+
 def zero_conditioning(conditioning: list) -> list:
     """The conditioning with its tensors zeroed (as the core ConditioningZeroOut)."""
     out = []
@@ -125,13 +145,17 @@ class NegGuideDNSGuider(io.ComfyNode):
                                        "1 = the empty prompt's own image."),
                 io.Conditioning.Input("empty_conditioning", optional=True,
                                       tooltip="Optional: the empty prompt encoded (CLIPTextEncode with no text). "
-                                              "Not connected: the prompt's conditioning zeroed (as ConditioningZeroOut)."),
+                                              "Not connected: \"\" encoded by clip, else the prompt zeroed."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="Optional: the text encoder of this model, to encode the empty prompt \"\" as the "
+                                      "paper does (used when empty_conditioning is not connected). Without either, the "
+                                      "prompt's conditioning zeroed stands in (differs from \"\" on CLIP models)."),
             ],
             outputs=[io.Guider.Output()],
         )
 
     @classmethod
-    def execute(cls, model, conditioning, cfg, empty_conditioning=None) -> io.NodeOutput:
+    def execute(cls, model, conditioning, cfg, empty_conditioning=None, clip=None) -> io.NodeOutput:
         if not conditioning:
             raise ValueError("NegGuideDNSGuider: the prompt conditioning is missing or empty.")
         if is_dns_patched(model):
@@ -140,7 +164,12 @@ class NegGuideDNSGuider(io.ComfyNode):
                 "connect the unpatched model."
             )
         cfg = check_float_inputs("NegGuideDNSGuider", cfg=cfg)["cfg"]
-        empty = empty_conditioning if empty_conditioning else zero_conditioning(conditioning)
+        empty, form = empty_prompt(conditioning, empty_conditioning, clip)
+        if clip is None and not empty_conditioning:
+            LOG.warning("NegGuideDNSGuider: no clip and no empty_conditioning connected: using %s, not the paper's "
+                        "encoded empty prompt; connect this model's CLIP for the paper's form.", form)
+        else:
+            LOG.info("NegGuideDNSGuider: the empty prompt is %s.", form)
         guider = comfy.samplers.CFGGuider(model)
         guider.set_conds(empty, conditioning)  # positive = empty, negative = the prompt
         guider.set_cfg(cfg)

@@ -56,11 +56,25 @@ def test_guider_equals_stock_sampler_with_swapped_prompts(entry):
     assert torch.equal(guider_sample(entry, guider).to(stock), stock)
 
 
-def test_guider_without_empty_uses_zeroed_prompt(entry):
+def test_guider_without_empty_uses_zeroed_prompt(entry, caplog):
     p = entry.encode(PROMPT)
-    guider = NegGuideDNSGuider.execute(entry.model, p, CFG).args[0]
+    with caplog.at_level("WARNING"):
+        guider = NegGuideDNSGuider.execute(entry.model, p, CFG).args[0]
+    assert "not the paper's encoded empty prompt" in caplog.text
     stock = ksample(entry, entry.model, zero_conditioning(p), p)
     assert torch.equal(guider_sample(entry, guider).to(stock), stock)
+
+
+def test_guider_with_clip_uses_the_encoded_empty_prompt_as_the_paper(entry):
+    """The paper's empty prompt is "" encoded: on CLIP models not the zeroed prompt (start/end
+    tokens and position embeddings), so the two defaults give different images."""
+    p = entry.encode(PROMPT)
+    guider = NegGuideDNSGuider.execute(entry.model, p, CFG, clip=entry.clip).args[0]
+    stock = ksample(entry, entry.model, entry.encode(""), p)
+    assert torch.equal(guider_sample(entry, guider).to(stock), stock)
+    assert not torch.equal(stock, ksample(entry, entry.model, zero_conditioning(p), p))
+    connected = NegGuideDNSGuider.execute(entry.model, p, CFG, empty_conditioning=zero_conditioning(p), clip=entry.clip).args[0]
+    assert torch.equal(guider_sample(entry, connected), guider_sample(entry, NegGuideDNSGuider.execute(entry.model, p, CFG).args[0]))
 
 
 def test_patch_at_cfg_one_is_the_empty_prompts_image(entry):
