@@ -4,10 +4,20 @@ Random weights, real layouts, built from ComfyUI's own classes (a ``comfy.suppor
 config's ``get_model``, ``comfy.sd1_clip.SD1ClipModel``, ``comfy.taesd.taesd.TAESD``) at the
 smallest size the loader's detection accepts, filled by the zoo's deterministic initialiser
 (harness/zoo.py ``initialise``, seeded per component), saved with safetensors. Generated on demand
-into $NEGGUIDE_CACHE/standins (default: .cache/standins in this checkout, git-ignored), written
-atomically (temporary file, then rename), never committed, regenerated only when missing. File
-names carry FORMAT_VERSION (bump it when a recipe changes) and, for stand-ins cut from zoo
-weights, a digest of zoo.py.
+into $NEGGUIDE_CACHE/standins/<host> (default: .cache/standins/<host> in this checkout,
+git-ignored; <host> names the ComfyUI release that made them, so a file one host wrote is never
+served to another), written atomically (temporary file, then rename) after checking that the
+file holds what the recipe built and the diffusion-model keys the stock loader needs, never
+committed, regenerated only when missing. File names carry FORMAT_VERSION (bump it when a recipe
+changes) and, for stand-ins cut from zoo weights, a digest of zoo.py.
+
+Host differences are handled by capability, never by version number (see
+shapes_world/host_compat.py): ``BaseModel.state_dict_for_saving`` takes the UNet state dict as
+its first argument on newer hosts and reads it itself on older ones (``_checkpoint``); Flux's
+parameter dataclass gained required fields (``complete_params``) and its QK-norm weights went
+from ``*_norm.scale`` to ``*_norm.weight`` (the files keep the ``.scale`` names of real Flux
+files, which every host's loader maps onto its model, ``_flux_file``); newer hosts dropped the
+``t5xxl_scaled_fp8`` model option, so the scaled-fp8 T5 layout is written from the plain model.
 
     from negguide.harness import standins
     path = standins.ensure("sd15")            # generated once, then served from the cache
@@ -64,27 +74,51 @@ real file name to one of these; the workflow graph stays the same, only the file
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .host import REPO_ROOT, boot_library_mode
+from .host import REPO_ROOT, boot_library_mode, comfyui_root, host_name
 
 CACHE_ENV = "NEGGUIDE_CACHE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SEED = 20240601
 STALE_SECONDS = 3600
 
 log = logging.getLogger(__name__)
 
 
-def cache_dir() -> Path:
+def cache_root() -> Path:
+    """The stand-ins folder, shared by all hosts (each has its own subfolder in it)."""
     configured = os.environ.get(CACHE_ENV)
     root = Path(configured) if configured else REPO_ROOT / ".cache"
     return root / "standins"
+
+
+def host_cache_key() -> str:
+    """The ComfyUI release of the host in use (its comfyui_version.py, read as text, so the
+    key is right even when $COMFYUI_PATH points elsewhere than the host name says), else
+    ``host_name()``; safe as a folder name."""
+    key = host_name()
+    try:
+        text = (comfyui_root() / "comfyui_version.py").read_text()
+    except (OSError, RuntimeError):
+        text = ""
+    found = re.search(r"""__version__\s*=\s*["']([^"']+)["']""", text)
+    if found:
+        key = found.group(1)
+    return "comfyui-" + re.sub(r"[^A-Za-z0-9._+-]", "_", key)
+
+
+def cache_dir() -> Path:
+    """Where this host's stand-ins live: a stand-in is built from the host's own classes, so
+    one made by another host is never reused."""
+    return cache_root() / host_cache_key()
 
 
 # --------------------------------------------------------------------------- building
@@ -115,13 +149,54 @@ def _cpu_state_dict(module) -> dict:
     return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
 
 
-def _build_model(config_cls, unet_config: dict, dtype):
-    """The initialised BaseModel of a comfy.supported_models class."""
+def _config(config_cls, unet_config: dict, dtype):
     config = config_cls(dict(unet_config))
     config.set_inference_dtype(dtype, None)
-    model = config.get_model({})
+    return config
+
+
+def _build_model(config_cls, unet_config: dict, dtype):
+    """The initialised BaseModel of a comfy.supported_models class."""
+    model = _config(config_cls, unet_config, dtype).get_model({})
     _initialised(model.diffusion_model, f"{config_cls.__name__}/diffusion_model")
     return model
+
+
+def _meta_model(config_cls, unet_config: dict):
+    """The same BaseModel on the meta device (no memory, no initialisation): its key layout."""
+    import torch
+
+    with torch.device("meta"):
+        return _config(config_cls, unet_config, torch.float16).get_model({})
+
+
+def _checkpoint_unet_keys(model) -> set[str]:
+    """The diffusion-model keys of ``model`` as a checkpoint stores them."""
+    keys = dict.fromkeys(model.diffusion_model.state_dict())
+    return set(model.model_config.process_unet_state_dict_for_saving(keys))
+
+
+def _checkpoint(model, clip: dict | None = None, vae: dict | None = None) -> dict:
+    """``model``'s checkpoint state dict (UNet, text encoder, VAE) by the host's own
+    ``state_dict_for_saving``, whichever form it has: newer hosts take the UNet state dict as
+    ``unet_state_dict`` (first argument, before the CLIP one), older ones read it themselves.
+    Decided by the method's parameter names; raises when the result lacks UNet keys."""
+    save = model.state_dict_for_saving
+    params = inspect.signature(save).parameters
+    kwargs = {}
+    for name, value in (("clip_state_dict", clip), ("vae_state_dict", vae)):
+        if name not in params:
+            raise TypeError(f"{type(model).__name__}.state_dict_for_saving{inspect.signature(save)} "
+                            f"has no {name} parameter: the stand-in recipe needs updating")
+        kwargs[name] = value
+    if "unet_state_dict" in params:
+        kwargs["unet_state_dict"] = _cpu_state_dict(model.diffusion_model)
+    sd = save(**kwargs)
+    missing = _checkpoint_unet_keys(model) - sd.keys()
+    if missing:
+        raise RuntimeError(f"state_dict_for_saving{inspect.signature(save)} left out {len(missing)} "
+                           f"diffusion-model keys (e.g. {sorted(missing)[:3]})")
+    return sd
 
 
 def _taesd(latent_channels: int, dtype):
@@ -172,7 +247,7 @@ def sd15_checkpoint() -> dict:
 
     model = _build_model(comfy.supported_models.SD15, SD15_UNET, torch.float16)
     clip = _initialised(comfy.sd1_clip.SD1ClipModel(dtype=torch.float16), "SD15/clip_l")
-    return model.state_dict_for_saving(_cpu_state_dict(clip), _cpu_state_dict(_taesd(4, torch.float16)))
+    return _checkpoint(model, _cpu_state_dict(clip), _cpu_state_dict(_taesd(4, torch.float16)))
 
 
 def sdxl_checkpoint() -> dict:
@@ -180,28 +255,58 @@ def sdxl_checkpoint() -> dict:
     import comfy.supported_models
 
     model = _build_model(comfy.supported_models.SDXL, SDXL_UNET, torch.float16)
-    return model.state_dict_for_saving(None, _cpu_state_dict(_taesd(4, torch.float16)))
-
-
-def flux_diffusion_model() -> dict:
-    import torch
-    import comfy.supported_models
-
-    return _cpu_state_dict(_build_model(comfy.supported_models.Flux, FLUX_UNET, torch.float16).diffusion_model)
+    return _checkpoint(model, None, _cpu_state_dict(_taesd(4, torch.float16)))
 
 
 FLUX_REAL_TE = {**FLUX_UNET, "context_in_dim": 4096, "vec_in_dim": 768}
+_FLUX_QK_NORM = re.compile(r"\.(query_norm|key_norm)\.weight$")
+
+
+def _flux_config(guidance_embed: bool = True, real_te: bool = False):
+    """(config class, unet config) of a Flux stand-in, completed with the fields this host's
+    FluxParams requires (host_compat.complete_params)."""
+    import comfy.ldm.flux.model
+    import comfy.supported_models
+
+    from ..shapes_world.host_compat import complete_params
+
+    config_cls = comfy.supported_models.Flux if guidance_embed else comfy.supported_models.FluxSchnell
+    unet_config = {**(FLUX_REAL_TE if real_te else FLUX_UNET), "guidance_embed": guidance_embed}
+    return config_cls, complete_params(unet_config, comfy.ldm.flux.model.FluxParams)
+
+
+def _flux_file(model, state_dict: dict) -> dict:
+    """A Flux diffusion-model state dict under the names of real Flux files (QK norms
+    ``*_norm.scale``), when this host's loader maps those onto its model (hosts whose model
+    names them ``*_norm.weight`` rename them on load); else under the model's own names."""
+    from ..shapes_world.host_compat import fit_state_dict_names
+
+    real = {_FLUX_QK_NORM.sub(r".\1.scale", k): v for k, v in state_dict.items()}
+    if set(model.model_config.process_unet_state_dict(dict(real))) == set(state_dict):
+        return real
+    return fit_state_dict_names(real, state_dict.keys())
+
+
+def _flux_diffusion_model(guidance_embed: bool, real_te: bool) -> dict:
+    import torch
+
+    model = _build_model(*_flux_config(guidance_embed, real_te), torch.float16)
+    return _flux_file(model, _cpu_state_dict(model.diffusion_model))
+
+
+def _flux_file_keys(guidance_embed: bool, real_te: bool) -> set[str]:
+    model = _meta_model(*_flux_config(guidance_embed, real_te))
+    return set(_flux_file(model, dict.fromkeys(model.diffusion_model.state_dict())))
+
+
+def flux_diffusion_model() -> dict:
+    return _flux_diffusion_model(True, False)
 
 
 def flux1_diffusion_model(guidance_embed: bool) -> dict:
     """Flux dev (guidance_embed) or Schnell at the smallest detectable size, conditioned by the
     real CLIP-L + T5-XXL pair (DualCLIPLoader type flux)."""
-    import torch
-    import comfy.supported_models
-
-    config_cls = comfy.supported_models.Flux if guidance_embed else comfy.supported_models.FluxSchnell
-    unet_config = {**FLUX_REAL_TE, "guidance_embed": guidance_embed}
-    return _cpu_state_dict(_build_model(config_cls, unet_config, torch.float16).diffusion_model)
+    return _flux_diffusion_model(guidance_embed, True)
 
 
 SD35_MAX_SIZE = 192  # SD3.5 Large's pos_embed_max_size
@@ -230,7 +335,7 @@ def sd35_checkpoint() -> dict:
     generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
     _zoo().initialise(model.diffusion_model, generator,
                       special={"pos_embed": lambda t: torch.from_numpy(table).reshape(t.shape)})
-    return model.state_dict_for_saving(None, _cpu_state_dict(_taesd(16, torch.float16)))
+    return _checkpoint(model, None, _cpu_state_dict(_taesd(16, torch.float16)))
 
 
 def sdxl_full_checkpoint() -> dict:
@@ -241,7 +346,21 @@ def sdxl_full_checkpoint() -> dict:
 
     model = _build_model(comfy.supported_models.SDXL, SDXL_UNET, torch.float16)
     clip = _initialised(comfy.sdxl_clip.SDXLClipModel(dtype=torch.float16), "SDXL/clip")
-    return model.state_dict_for_saving(_cpu_state_dict(clip), _cpu_state_dict(_taesd(4, torch.float16)))
+    return _checkpoint(model, _cpu_state_dict(clip), _cpu_state_dict(_taesd(4, torch.float16)))
+
+
+def _checkpoint_keys(config_cls, unet_config: dict) -> set[str]:
+    return _checkpoint_unet_keys(_meta_model(config_cls, unet_config))
+
+
+def _supported(name: str):
+    import comfy.supported_models
+
+    return getattr(comfy.supported_models, name)
+
+
+def _sd3_keys() -> set[str]:
+    return set(_zoo().build("sd3", 0).model.model.diffusion_model.state_dict())
 
 
 def clip_text_model(kind: str) -> dict:
@@ -254,6 +373,23 @@ def clip_text_model(kind: str) -> dict:
     return _cpu_state_dict(_initialised(cls(dtype=torch.float16), f"clip_{kind}").transformer)
 
 
+def _scaled_fp8_layout(module, fp8) -> dict:
+    """The meta state dict of ``module`` in ComfyUI's scaled-fp8 file layout (the one of
+    t5xxl_fp8_e4m3fn_scaled.safetensors): every Linear weight in ``fp8`` with a ``scale_weight``
+    beside it, everything else as it is, and the ``scaled_fp8`` marker. Derived from the plain
+    model, since only some hosts still build that layout themselves (``t5xxl_scaled_fp8``)."""
+    import torch
+
+    shapes = dict(module.state_dict())
+    for name, sub in module.named_modules():
+        if isinstance(sub, torch.nn.Linear):
+            weight = f"{name}.weight"
+            shapes[weight] = torch.empty(shapes[weight].shape, dtype=fp8, device="meta")
+            shapes[f"{name}.scale_weight"] = torch.empty((), dtype=torch.float32, device="meta")
+    shapes["scaled_fp8"] = torch.empty((0,), dtype=fp8, device="meta")
+    return shapes
+
+
 def t5xxl_scaled_fp8() -> dict:
     """The full T5-XXL encoder in ComfyUI's scaled-fp8 layout: fp8 weights ~ N(0, 1) with
     scale_weight = fan_in ** -0.5 (so the effective weights match the zoo's initialiser), fp16
@@ -263,8 +399,8 @@ def t5xxl_scaled_fp8() -> dict:
 
     fp8 = torch.float8_e4m3fn
     with torch.device("meta"):
-        shapes = comfy.text_encoders.sd3_clip.T5XXLModel(
-            dtype=torch.float16, model_options={"t5xxl_scaled_fp8": fp8}).transformer.state_dict()
+        shapes = _scaled_fp8_layout(
+            comfy.text_encoders.sd3_clip.T5XXLModel(dtype=torch.float16).transformer, fp8)
     digest = hashlib.sha256(f"negguide-standin/t5xxl/{SEED}".encode()).digest()
     generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
     out = {}
@@ -290,6 +426,9 @@ class StandIn:
     build: Callable[[], dict]
     description: str = ""
     from_zoo: bool = False  # built from zoo weights: the file name carries zoo_fingerprint()
+    # The diffusion-model keys the written file must hold (as stored in it); None: no
+    # diffusion model (text encoders, VAEs).
+    diffusion_keys: Callable[[], set[str]] | None = None
 
     @property
     def filename(self) -> str:
@@ -304,21 +443,29 @@ class StandIn:
 STANDINS: dict[str, StandIn] = {
     s.name: s for s in (
         StandIn("sd3", "diffusion_models", "UNETLoader", sd3_diffusion_model,
-                "the zoo's SD3 MMDiT (depth 2), bit-identical to NegGuideTestZooLoader('sd3', 0)", True),
+                "the zoo's SD3 MMDiT (depth 2), bit-identical to NegGuideTestZooLoader('sd3', 0)", True,
+                _sd3_keys),
         StandIn("sd15", "checkpoints", "CheckpointLoaderSimple", sd15_checkpoint,
-                "SD1.5 UNet (320 ch, ctx 768, 13.6 M) + full random CLIP-L (123 M) + TAESD VAE"),
+                "SD1.5 UNet (320 ch, ctx 768, 13.6 M) + full random CLIP-L (123 M) + TAESD VAE",
+                diffusion_keys=lambda: _checkpoint_keys(_supported("SD15"), SD15_UNET)),
         StandIn("sdxl", "checkpoints", "CheckpointLoaderSimple", sdxl_checkpoint,
-                "SDXL UNet (320 ch, ctx 2048, adm 2816, 132 M) + TAESD VAE; no text encoder"),
+                "SDXL UNet (320 ch, ctx 2048, adm 2816, 132 M) + TAESD VAE; no text encoder",
+                diffusion_keys=lambda: _checkpoint_keys(_supported("SDXL"), SDXL_UNET)),
         StandIn("flux", "diffusion_models", "UNETLoader", flux_diffusion_model,
-                "Flux dev (hidden 3072, 1 double + 1 single block); txt 64 / vec 64 like the zoo's"),
+                "Flux dev (hidden 3072, 1 double + 1 single block); txt 64 / vec 64 like the zoo's",
+                diffusion_keys=lambda: _flux_file_keys(True, False)),
         StandIn("sdxl_base", "checkpoints", "CheckpointLoaderSimple", sdxl_full_checkpoint,
-                "the sdxl stand-in plus a full random CLIP-L + CLIP-G, like real SDXL checkpoints"),
+                "the sdxl stand-in plus a full random CLIP-L + CLIP-G, like real SDXL checkpoints",
+                diffusion_keys=lambda: _checkpoint_keys(_supported("SDXL"), SDXL_UNET)),
         StandIn("sd35_large", "checkpoints", "CheckpointLoaderSimple", sd35_checkpoint,
-                "SD3.5-style MMDiT (depth 2, context 4096, pooled 2048, 192^2 positions) + TAESD VAE"),
+                "SD3.5-style MMDiT (depth 2, context 4096, pooled 2048, 192^2 positions) + TAESD VAE",
+                diffusion_keys=lambda: _checkpoint_keys(_supported("SD3"), SD35_UNET)),
         StandIn("flux1_dev", "diffusion_models", "UNETLoader", lambda: flux1_diffusion_model(True),
-                "Flux dev (hidden 3072, 1 + 1 blocks) for the real CLIP-L + T5-XXL widths"),
+                "Flux dev (hidden 3072, 1 + 1 blocks) for the real CLIP-L + T5-XXL widths",
+                diffusion_keys=lambda: _flux_file_keys(True, True)),
         StandIn("flux1_schnell", "diffusion_models", "UNETLoader", lambda: flux1_diffusion_model(False),
-                "Flux Schnell (no guidance embedding), otherwise as flux1_dev"),
+                "Flux Schnell (no guidance embedding), otherwise as flux1_dev",
+                diffusion_keys=lambda: _flux_file_keys(False, True)),
         StandIn("clip_l", "text_encoders", "DualCLIPLoader", lambda: clip_text_model("l"),
                 "full-size random CLIP-L text model (123 M)"),
         StandIn("clip_g", "text_encoders", "TripleCLIPLoader", lambda: clip_text_model("g"),
@@ -337,14 +484,41 @@ def ensure(name: str) -> Path:
     """The stand-in's file, generated first when it is missing."""
     dest = STANDINS[name].path
     if not dest.is_file():
-        generate(name)
+        # The path generate() wrote: a zoo stand-in's name follows zoo.py, which may change
+        # while it is being built.
+        dest = generate(name)["path"]
     return dest
 
 
+def verify_file(name: str, path: Path, built: dict | None = None) -> None:
+    """Raise unless the safetensors file at ``path`` holds every key of ``built`` (what the
+    recipe made, when given) and every diffusion-model key the stand-in's loader needs (so a
+    host difference can never again drop the UNet silently)."""
+    from safetensors import safe_open
+
+    standin = STANDINS[name]
+    with safe_open(str(path), framework="pt") as handle:
+        written = set(handle.keys())
+    problems = []
+    if built is not None and set(built) != written:
+        lost, extra = set(built) - written, written - set(built)
+        problems.append(f"{len(lost)} built keys not written (e.g. {sorted(lost)[:3]}), "
+                        f"{len(extra)} unexpected (e.g. {sorted(extra)[:3]})")
+    if standin.diffusion_keys is not None:
+        expected = standin.diffusion_keys()
+        missing = expected - written
+        if not expected or missing:
+            problems.append(f"{len(missing)} of {len(expected)} diffusion-model keys missing "
+                            f"(e.g. {sorted(missing)[:3]})")
+    if problems:
+        raise RuntimeError(f"stand-in {name} ({path.name}, {standin.loader}): " + "; ".join(problems))
+
+
 def generate(name: str) -> dict:
-    """Build one stand-in and write it atomically (a temporary file renamed over the target);
-    older versions of it in the cache are removed. Returns {"path", "bytes", "values",
-    "seconds"} and logs them."""
+    """Build one stand-in, check the written file (``verify_file``) and move it into place
+    atomically (a temporary file renamed over the target; a file that fails the check never
+    reaches the cache); older versions of it in the cache are removed. Returns {"path",
+    "bytes", "values", "seconds"} and logs them."""
     import safetensors.torch
 
     boot_library_mode()
@@ -357,15 +531,18 @@ def generate(name: str) -> dict:
     try:
         safetensors.torch.save_file(sd, str(tmp), metadata={
             "negguide_standin": name, "format_version": str(FORMAT_VERSION)})
+        verify_file(name, tmp, sd)
         tmp.chmod(0o644)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    # Older versions of this stand-in; left alone for a while in case another test run that
-    # started before zoo.py changed still uses one.
-    for old in dest.parent.glob(f"negguide-{name}-v*.safetensors"):
-        if old != dest and time.time() - old.stat().st_mtime > STALE_SECONDS:
-            old.unlink(missing_ok=True)
+    # Older versions of this stand-in (and ones from before the cache had per-host folders);
+    # left alone for a while in case another test run that started before zoo.py changed still
+    # uses one.
+    for folder in (dest.parent, cache_root()):
+        for old in folder.glob(f"negguide-{name}-v*.safetensors"):
+            if old != dest and time.time() - old.stat().st_mtime > STALE_SECONDS:
+                old.unlink(missing_ok=True)
     seconds = time.monotonic() - start
     info = {"path": dest, "bytes": dest.stat().st_size, "seconds": seconds,
             "values": sum(t.numel() for t in sd.values())}
