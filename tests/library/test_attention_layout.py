@@ -147,6 +147,18 @@ def tokens_and_prompts(z):
 # Flux and Chroma: joint [txt | img] in double AND single blocks
 
 
+def assert_flux_blocks(calls, n_double: int, n_single: int, heads: int, head_dim: int, length: int) -> None:
+    """One joint attention call per double then single block, in order, each with the block facts
+    Flux passes and RoPE'd q/k/v [1, heads, text + image, head_dim] (skip_reshape)."""
+    assert [(c.options["block_type"], c.options["block_index"]) for c in calls] == (
+        [("double", i) for i in range(n_double)] + [("single", i) for i in range(n_single)])
+    for c in calls:
+        assert c.options["total_blocks"] == (n_double if c.options["block_type"] == "double" else n_single)
+        assert c.kwargs.get("skip_reshape") is True and c.heads == heads
+        for t in (c.q, c.k, c.v):
+            assert tuple(t.shape) == (1, heads, length, head_dim)
+
+
 @pytest.mark.parametrize("name", ["flux", "chroma"])
 def test_flux_family_joint_layout(name):
     z = zoo.build(name)
@@ -161,13 +173,7 @@ def test_flux_family_joint_layout(name):
 
     with Captured(dm.double_blocks[0].img_attn.norm) as img_qk, Captured(dm.double_blocks[0].txt_attn.norm) as txt_qk:
         base = run(z, a)
-    assert [(c.options["block_type"], c.options["block_index"]) for c in base] == (
-        [("double", i) for i in range(n_double)] + [("single", i) for i in range(n_single)])
-    for c in base:
-        assert c.options["total_blocks"] == (n_double if c.options["block_type"] == "double" else n_single)
-        assert c.kwargs.get("skip_reshape") is True and c.heads == heads
-        for t in (c.q, c.k, c.v):
-            assert tuple(t.shape) == (1, heads, txt + img, head_dim)
+    assert_flux_blocks(base, n_double, n_single, heads, head_dim, txt + img)
 
     text_changed, image_changed = run(z, a_text_b), run(z, a, seed=2)
     assert_rows(base[0], text_changed[0], image_changed[0], dim=2, txt=txt, img=img, order="text_first")
@@ -199,13 +205,8 @@ def test_flux2_joint_layout():
 
     with Captured(dm.double_blocks[0].img_attn.norm) as img_qk, Captured(dm.double_blocks[0].txt_attn.norm) as txt_qk:
         base = run(z, a)
-    assert [(c.options["block_type"], c.options["block_index"]) for c in base] == (
-        [("double", i) for i in range(n_double)] + [("single", i) for i in range(n_single)])
+    assert_flux_blocks(base, n_double, n_single, heads, head_dim, txt + img)
     for c in base:
-        assert c.options["total_blocks"] == (n_double if c.options["block_type"] == "double" else n_single)
-        assert c.kwargs.get("skip_reshape") is True and c.heads == heads
-        for t in (c.q, c.k, c.v):
-            assert tuple(t.shape) == (1, heads, txt + img, head_dim)
         if c.options["img_slice"] is not None:  # set for the single blocks (0.33)
             assert c.options["block_type"] == "single" and list(c.options["img_slice"]) == [txt, txt + img]
 
