@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,15 @@ SEED_NAMES = ("seed", "noise_seed")
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
 MODES = {0: "always", 2: "never (muted)", 4: "bypass"}
+CPU_DEMO_MARK = "CPU demo - "
+"""In the name of a bundled workflow that runs on the bundled shapes-world models (no downloads,
+seconds on a CPU), after its position: "01 CPU demo - VSF - shapes world SD3 - ..."."""
+POSITION = re.compile(r"^(\d\d) ")
+"""Every bundled workflow's name starts with its position in the Templates browser."""
+VIEW_SIZE = (1860, 900)
+"""The canvas of the ComfyUI frontend in a 1920x1080 browser window, about (the frontend's side
+bar and menu and the browser's own bars take the rest): every workflow opens fitted into it."""
+VIEW_MARGIN = 40
 
 # Real file name -> harness/standins.py stand-in. Every "models" entry of a bundled workflow must
 # have one (tests/server/test_workflows.py checks), so a new workflow on a new model fails loudly.
@@ -75,6 +85,41 @@ class WorkflowError(ValueError):
 def workflow_files(directory: Path = WORKFLOWS_DIR) -> list[Path]:
     """Every workflow of the folder ComfyUI serves as this pack's templates, sorted by name."""
     return sorted(Path(directory).glob("*.json"))
+
+
+def is_cpu_demo(path: str | os.PathLike) -> bool:
+    """Whether a bundled workflow runs on the bundled shapes-world models (its name says so)."""
+    return POSITION.sub("", Path(path).stem).startswith(CPU_DEMO_MARK)
+
+
+def cpu_demo_files(directory: Path = WORKFLOWS_DIR) -> list[Path]:
+    """The CPU-runnable bundled workflows (what `make demo` runs), in their Templates order."""
+    return [path for path in workflow_files(directory) if is_cpu_demo(path)]
+
+
+def short_name(path: str | os.PathLike) -> str:
+    """A workflow's name without its position and CPU mark: "VSF - shapes world SD3 - ..."."""
+    return POSITION.sub("", Path(path).stem).removeprefix(CPU_DEMO_MARK)
+
+
+def graph_bounds(nodes: list[dict], title_height: float = 30) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the nodes on the canvas, title bars included."""
+    lefts = [n["pos"][0] for n in nodes]
+    tops = [n["pos"][1] - title_height for n in nodes]
+    rights = [n["pos"][0] + n["size"][0] for n in nodes]
+    bottoms = [n["pos"][1] + n["size"][1] for n in nodes]
+    return min(lefts), min(tops), max(rights), max(bottoms)
+
+
+def fit_view(nodes: list[dict], view: tuple[int, int] = VIEW_SIZE, margin: int = VIEW_MARGIN) -> dict:
+    """The workflow's ``extra.ds`` (LiteGraph's canvas offset and scale: screen = (pos + offset) *
+    scale) that shows every node, centred, in ``view``, never enlarged beyond 1:1."""
+    left, top, right, bottom = graph_bounds(nodes)
+    scale = min(1.0, (view[0] - 2 * margin) / (right - left), (view[1] - 2 * margin) / (bottom - top))
+    scale = math.floor(scale * 1000) / 1000
+    offset = [round((view[0] / scale - (right - left)) / 2 - left, 1),
+              round((view[1] / scale - (bottom - top)) / 2 - top, 1)]
+    return {"scale": scale, "offset": offset}
 
 
 def load(path: str | os.PathLike) -> dict:

@@ -66,6 +66,10 @@ def list_models() -> list[str]:
     return names
 
 
+NO_MODEL = "none found: put a BLIP-2 model folder into models/blip2/<folder>"
+"""The loader's only choice when no model directory exists (an empty combo shows "undefined")."""
+
+
 def where_to_put() -> str:
     paths = folder_paths_of_blip2()
     listed = ", ".join(paths) if paths else os.path.join(folder_paths.models_dir, FOLDER)
@@ -266,7 +270,7 @@ class NegGuideBLIP2Loader(io.ComfyNode):
                 "for auto-DNP (captioning the diffusion-negative image). Nothing is downloaded: " + EXAMPLE
             ),
             inputs=[
-                io.Combo.Input("model_name", options=list_models(),
+                io.Combo.Input("model_name", options=list_models() or [NO_MODEL],
                                tooltip="A model directory in models/blip2 (or another configured blip2 path), e.g. "
                                        "blip2-opt-2.7b downloaded from Salesforce/blip2-opt-2.7b."),
                 io.Combo.Input("dtype", options=list(DTYPES), default="fp16",
@@ -280,6 +284,8 @@ class NegGuideBLIP2Loader(io.ComfyNode):
     def execute(cls, model_name, dtype) -> io.NodeOutput:
         if dtype not in DTYPES:
             raise ValueError(f"NegGuideBLIP2Loader: dtype must be one of {list(DTYPES)}, not {dtype!r}.")
+        if model_name == NO_MODEL:
+            raise ValueError(f"NegGuideBLIP2Loader: no BLIP-2 model is installed. {where_to_put()}")
         path = resolve_model_dir(model_name)
         return io.NodeOutput(load_blip2(path, DTYPES[dtype], model_name))
 

@@ -96,9 +96,10 @@ def sampler(model, positive, negative, latent, steps, cfg, sampler_name, schedul
                                    latent_image=latent, denoise=1.0))
 
 
-def decode_save(samples, vae, prefix, key="save"):
+def decode_save(samples, vae, prefix, key="save", title=None):
+    """VAEDecode + SaveImage; ``title`` says what the saved images show (two "Save Image"s say nothing)."""
     return [N(f"{key}_decode", "VAEDecode", dict(samples=samples, vae=vae)),
-            N(key, "SaveImage", dict(images=link(f"{key}_decode"), filename_prefix=prefix))]
+            N(key, "SaveImage", dict(images=link(f"{key}_decode"), filename_prefix=prefix), title)]
 
 
 def text(key, clip, prompt, title=None):
@@ -150,7 +151,7 @@ def vsf(model_name, loaders, model, clip, vae, latent_type, scale, scheduler, fi
     model, its CLIP and VAE; 4 steps of euler / ``scheduler`` at 1024 px."""
     prefix = "NegGuide/VSF_" + model_name.lower().replace(" ", "_").replace(".", "")
     return Workflow(
-        f"VSF - negative prompt at cfg 1 - {model_name}", "VSF negative prompt", f"{model_name}, 4 steps, cfg 1",
+        f"VSF - {model_name} - negative prompt at cfg 1", "VSF negative prompt", f"{model_name}, 4 steps, cfg 1",
         ("model", "VSF", "KSampler cfg 1"),
         vsf_note(model_name, scale, 0.1, 4, f"euler / {scheduler}", models_note(*files)) + extra_note,
         [*loaders,
@@ -160,7 +161,7 @@ def vsf(model_name, loaders, model, clip, vae, latent_type, scale, scheduler, fi
                                   "start_percent": 0.0, "end_percent": 1.0, "record_attention_map": False}),
          N("latent", latent_type, {"width": 1024, "height": 1024, "batch_size": 1}),
          sampler(link("vsf"), link("pos"), link("zero"), link("latent"), 4, 1.0, "euler", scheduler),
-         *decode_save(link("sample"), vae, prefix)])
+         *decode_save(link("sample"), vae, prefix, title=f"VSF: without {CARS}")])
 
 
 def vsf_workflows() -> list[Workflow]:
@@ -228,10 +229,11 @@ def negtome(model_name, mode, loaders, model, clip, vae, conditioning, latent_ty
     nodes += [N("negtome", "NegGuideNegToMe", values),
               N("latent", latent_type, {"width": 1024, "height": 1024, "batch_size": batch}),
               sampler(link("negtome"), positive, negative, link("latent"), steps, cfg, sampler_name, scheduler),
-              *decode_save(link("sample"), vae, f"NegGuide/NegToMe_{model_name.lower().replace(' ', '_')}_{kind}")]
+              *decode_save(link("sample"), vae, f"NegGuide/NegToMe_{model_name.lower().replace(' ', '_')}_{kind}",
+                           title="NegToMe: away from the reference" if reference else "NegToMe: the diverse batch")]
     guidance = "cfg 1 with FluxGuidance 3.5" if cfg == 1 else f"cfg {cfg:g}"
     return Workflow(
-        f"NegToMe - {'steer away from a reference image' if reference else 'more diverse batch'} - {model_name}",
+        f"NegToMe - {model_name} - {'steer away from a reference image' if reference else 'more diverse batch'}",
         f"NegToMe: {mode}", f"{model_name}, batch {batch}", ("model", "NegToMe", "KSampler", f"{batch} images"),
         negtome_note(model_name, mode, 0.9, threshold, end, batch, models_note(*files),
                      f"{steps} steps, {guidance}, {sampler_name} / {scheduler}"),
@@ -280,10 +282,11 @@ def dng_branches(loader, cfg, prefix, negatives):
             N(f"sample_{branch}", "SamplerCustomAdvanced", dict(
                 noise=link("noise"), guider=link(f"guider_{branch}"), sampler=link("sampler"), sigmas=link("sigmas"),
                 latent_image=link("latent"))),
-            *decode_save(link(f"sample_{branch}"), link(loader, 2), f"{prefix}_{branch}", key=f"save_{branch}"),
+            *decode_save(link(f"sample_{branch}"), link(loader, 2), f"{prefix}_{branch}", key=f"save_{branch}",
+                         title=f"DNG: {branch} negative ({negative})"),
             N(f"plot_{branch}", "NegGuideDNGPlot", dict(samples=link(f"sample_{branch}"), curve="lambda",
                                                          guider=link(f"guider_{branch}"))),
-            N(f"show_plot_{branch}", "PreviewImage", dict(images=link(f"plot_{branch}"))),
+            N(f"show_plot_{branch}", "PreviewImage", dict(images=link(f"plot_{branch}")), f"lambda(t): {branch} negative"),
         ]
     return nodes
 
@@ -316,7 +319,7 @@ The plots (NegGuideDNGPlot) show lambda(t) of each branch.
 
 {models_note(ckpt)}
 """
-    return Workflow(f"DNG - related vs unrelated negative - {family}", "DNG: related vs unrelated negative",
+    return Workflow(f"DNG - {family} - related vs unrelated negative", "DNG: related vs unrelated negative",
                     f"{family}, CFG 7.5 + DNG", ("model", "DNG guider x 2", "lambda(t) plots"), note, nodes)
 
 
@@ -342,7 +345,8 @@ def auto_dnp(family):
                                                        max_new_tokens=50, num_beams=1)),
              N("neg", "CLIPTextEncode", dict(clip=link("ckpt", 1), text=link("caption")), "Negative prompt = the caption"),
              sampler(link("ckpt"), link("pos"), link("neg"), link("latent"), 20, cfg, "euler", "normal"),
-             *decode_save(link("sample"), link("ckpt", 2), f"NegGuide/autoDNP_{family.lower().replace('.', '')}")]
+             *decode_save(link("sample"), link("ckpt", 2), f"NegGuide/autoDNP_{family.lower().replace('.', '')}",
+                          title="auto-DNP: the caption as the negative")]
     note = f"""# auto-DNP: the model finds its own negative prompt ({family})
 
 Diffusion-Negative Prompting (Desai & Vasconcelos, ECCV 2024), in one queue:
@@ -358,13 +362,14 @@ decoding, 50 new tokens, no text prompt, fp16 (the paper's settings; use fp32 on
 
 {models_note(ckpt, blip2=True)}
 """
-    return Workflow(f"auto-DNP - BLIP-2 finds the negative prompt - {family}", "auto-DNP with BLIP-2",
+    return Workflow(f"auto-DNP - {family} - BLIP-2 finds the negative prompt", "auto-DNP with BLIP-2",
                     f"{family}, DNS + BLIP-2 caption", ("DNS image", "BLIP-2 caption", "negative prompt"), note, nodes)
 
 
 # --- Shapes world (the embedded default models; `make demo` runs these) ---------------------------
 
 SHAPES_PROMPT = "a red square on a beach"
+CPU_DEMO = wf.CPU_DEMO_MARK  # names the CPU-runnable workflows (after the position number)
 SHAPES_FILES = """**Models**: none to download. `NegGuideShapesWorldLoader` loads the tiny shapes-world models
 bundled with NegGuide (64x64 scenes of coloured shapes; see the node's help). A beach usually
 brings a **sun** without being asked; a **moon** never appears on a beach."""
@@ -386,11 +391,12 @@ def shapes_vsf(family, steps):
              N("zero", "ConditioningZeroOut", {"conditioning": link("pos")}),
              shapes_latent(family, 4),
              sampler(link("world"), link("pos"), link("zero"), link("latent"), steps, 1.0, "euler", "simple", key="plain"),
-             *decode_save(link("plain"), link("world", 2), f"NegGuide/shapes_vsf_{family}_plain", key="save_plain"),
+             *decode_save(link("plain"), link("world", 2), f"NegGuide/shapes_vsf_{family}_plain", key="save_plain",
+                          title="plain: cfg 1, no negative"),
              N("vsf", "NegGuideVSF", {"model": link("world"), "clip": link("world", 1), "negative": "sun", "scale": 3.0,
                                       "bias": 0.1, "start_percent": 0.0, "end_percent": 1.0, "record_attention_map": False}),
              sampler(link("vsf"), link("pos"), link("zero"), link("latent"), steps, 1.0, "euler", "simple"),
-             *decode_save(link("sample"), link("world", 2), f"NegGuide/shapes_vsf_{family}")]
+             *decode_save(link("sample"), link("world", 2), f"NegGuide/shapes_vsf_{family}", title="VSF: negative 'sun'")]
     note = f"""# Shapes world: VSF removes the sun at cfg 1 ({label}, {steps} steps)
 
 Prompt *{SHAPES_PROMPT}*; the model usually adds a sun. Top: cfg 1, no negative (the KSampler's
@@ -401,7 +407,7 @@ negative does nothing at cfg 1). Bottom: the same seed through **NegGuideVSF** w
 
 {SHAPES_FILES}
 """
-    return Workflow(f"Shapes world - VSF - negative prompt at cfg 1 ({label})", "VSF (shapes world)",
+    return Workflow(f"{CPU_DEMO}VSF - shapes world {label} - negative prompt at cfg 1", "VSF (shapes world)",
                     f"{label}-style tiny model, {steps} steps, cfg 1", ("shapes model", "VSF", "KSampler cfg 1"), note, nodes)
 
 
@@ -411,11 +417,12 @@ def shapes_negtome_diversity():
              N("zero", "ConditioningZeroOut", {"conditioning": link("pos")}),
              shapes_latent("flux", 4),
              sampler(link("world"), link("pos"), link("zero"), link("latent"), 4, 1.0, "euler", "simple", key="plain"),
-             *decode_save(link("plain"), link("world", 2), "NegGuide/shapes_negtome_plain", key="save_plain"),
+             *decode_save(link("plain"), link("world", 2), "NegGuide/shapes_negtome_plain", key="save_plain",
+                          title="plain batch"),
              N("negtome", "NegGuideNegToMe", dict(model=link("world"), alpha=0.9, threshold=0.65, start_percent=0.0,
                                                   end_percent=0.3, mode="batch diversity")),
              sampler(link("negtome"), link("pos"), link("zero"), link("latent"), 4, 1.0, "euler", "simple"),
-             *decode_save(link("sample"), link("world", 2), "NegGuide/shapes_negtome")]
+             *decode_save(link("sample"), link("world", 2), "NegGuide/shapes_negtome", title="NegToMe: the diverse batch")]
     note = f"""# Shapes world: NegToMe batch diversity (Flux-style, 4 steps)
 
 A batch of 4 for *{SHAPES_PROMPT}*, without (top) and with (bottom) **NegGuideNegToMe** in
@@ -426,7 +433,7 @@ their best match in image 0 of the batch (alpha 0.9, threshold 0.65), so the ima
 
 {SHAPES_FILES}
 """
-    return Workflow("Shapes world - NegToMe - batch diversity (Flux)", "NegToMe diversity (shapes world)",
+    return Workflow(f"{CPU_DEMO}NegToMe - shapes world Flux - batch diversity", "NegToMe diversity (shapes world)",
                     "Flux-style tiny model, batch 4", ("shapes model", "NegToMe", "KSampler batch 4"), note, nodes)
 
 
@@ -436,13 +443,15 @@ def shapes_negtome_reference():
              N("zero", "ConditioningZeroOut", {"conditioning": link("pos")}),
              shapes_latent("sd3", 1),
              sampler(link("world"), link("pos"), link("zero"), link("latent"), 8, 1.0, "euler", "simple", key="plain"),
-             *decode_save(link("plain"), link("world", 2), "NegGuide/shapes_negtome_reference_image", key="save_plain"),
+             *decode_save(link("plain"), link("world", 2), "NegGuide/shapes_negtome_reference_image", key="save_plain",
+                          title="plain = the reference image"),
              N("negtome", "NegGuideNegToMe", dict(model=link("world"), alpha=0.9, threshold=0.65, start_percent=0.0,
                                                   end_percent=0.3, mode="reference image",
                                                   reference_image=link("save_plain_decode"), vae=link("world", 2),
                                                   seed=0)),
              sampler(link("negtome"), link("pos"), link("zero"), link("latent"), 8, 1.0, "euler", "simple"),
-             *decode_save(link("sample"), link("world", 2), "NegGuide/shapes_negtome_away_from_reference")]
+             *decode_save(link("sample"), link("world", 2), "NegGuide/shapes_negtome_away_from_reference",
+                          title="NegToMe: away from the reference")]
     note = f"""# Shapes world: NegToMe away from a reference image (SD3-style, 8 steps)
 
 The top branch draws *{SHAPES_PROMPT}* (seed {SEED}): that image becomes the **reference**. The
@@ -455,7 +464,7 @@ staying away from a copyrighted image).
 
 {SHAPES_FILES}
 """
-    return Workflow("Shapes world - NegToMe - away from a reference image (SD3)", "NegToMe reference (shapes world)",
+    return Workflow(f"{CPU_DEMO}NegToMe - shapes world SD3 - away from a reference image", "NegToMe reference (shapes world)",
                     "SD3-style tiny model, 8 steps", ("reference image", "NegToMe", "KSampler"), note, nodes)
 
 
@@ -466,7 +475,8 @@ def shapes_dng():
              shapes_latent("sd15", 4),
              sampler(link("world"), link("pos"), link("empty"), link("latent"), 20, 5.0, "euler_ancestral", "normal",
                      key="plain"),
-             *decode_save(link("plain"), link("world", 2), "NegGuide/shapes_dng_cfg_only", key="save_plain"),
+             *decode_save(link("plain"), link("world", 2), "NegGuide/shapes_dng_cfg_only", key="save_plain",
+                          title="plain: CFG 5 only"),
              *dng_branches("world", 5.0, "NegGuide/shapes_dng", (("related", "sun"), ("unrelated", "moon")))]
     note = f"""# Shapes world: DNG with a related and an unrelated negative (SD1.5-style)
 
@@ -481,7 +491,7 @@ approximate), cfg 5, prior 0.01, temperature 0.25, offset 0.003, lambda0 15.
 
 {SHAPES_FILES}
 """
-    return Workflow("Shapes world - DNG - related vs unrelated negative (SD1.5)", "DNG (shapes world)",
+    return Workflow(f"{CPU_DEMO}DNG - shapes world SD1.5 - related vs unrelated negative", "DNG (shapes world)",
                     "SD1.5-style tiny model, CFG 5 + DNG", ("shapes model", "DNG guider x 2", "lambda(t) plots"), note, nodes)
 
 
@@ -493,11 +503,13 @@ def shapes_auto_dnp():
              N("dns", "NegGuideDNS", dict(model=link("world"))),
              sampler(link("dns"), link("pos"), link("empty"), link("latent"), 20, 5.0, "euler_ancestral", "normal",
                      key="dns_sample"),
-             *decode_save(link("dns_sample"), link("world", 2), "NegGuide/shapes_dns_image", key="dns_save"),
+             *decode_save(link("dns_sample"), link("world", 2), "NegGuide/shapes_dns_image", key="dns_save",
+                          title="DNS: the diffusion-negative image"),
              N("caption", "NegGuideShapesWorldCaption", dict(image=link("dns_save_decode"), threshold=0.5)),
              N("neg", "CLIPTextEncode", dict(clip=link("world", 1), text=link("caption")), "Negative prompt = the caption"),
              sampler(link("world"), link("pos"), link("neg"), link("latent"), 20, 5.0, "euler_ancestral", "normal"),
-             *decode_save(link("sample"), link("world", 2), "NegGuide/shapes_auto_dnp")]
+             *decode_save(link("sample"), link("world", 2), "NegGuide/shapes_auto_dnp",
+                          title="auto-DNP: the caption as the negative")]
     note = f"""# Shapes world: auto-DNP (SD1.5-style)
 
 1. **NegGuideDNS**: the diffusion-negative image of *{SHAPES_PROMPT}* (what the model thinks is
@@ -510,7 +522,7 @@ workflow.
 
 {SHAPES_FILES}
 """
-    return Workflow("Shapes world - auto-DNP - judge caption as the negative (SD1.5)", "auto-DNP (shapes world)",
+    return Workflow(f"{CPU_DEMO}auto-DNP - shapes world SD1.5 - judge caption as the negative", "auto-DNP (shapes world)",
                     "SD1.5-style tiny model, DNS + caption", ("DNS image", "caption", "negative prompt"), note, nodes)
 
 
@@ -520,10 +532,18 @@ def shapes_world_workflows() -> list[Workflow]:
 
 
 def all_workflows() -> list[Workflow]:
-    return [*vsf_workflows(),
-            *negtome_workflows(),
-            dng("SD1.5"), dng("SDXL"), auto_dnp("SD1.5"), auto_dnp("SDXL"),
-            *shapes_world_workflows()]
+    """Every workflow, in the order the Templates browser should list them: the CPU-runnable
+    shapes-world ones first. The file name starts with the position ("01 ", "02 ", ...): ComfyUI
+    lists a pack's templates in directory (glob) order, unsorted; the frontend keeps that order
+    ("Default") or sorts by name ("Alphabetical (A-Z)": numeric-aware), so the numbers give the
+    same order wherever names are sorted."""
+    ordered = [*shapes_world_workflows(),
+               *vsf_workflows(),
+               *negtome_workflows(),
+               dng("SD1.5"), dng("SDXL"), auto_dnp("SD1.5"), auto_dnp("SDXL")]
+    for position, workflow in enumerate(ordered, start=1):
+        workflow.name = f"{position:02d} {workflow.name}"
+    return ordered
 
 
 # ------------------------------------------------------------------------------ UI format
@@ -606,7 +626,7 @@ def build(workflow: Workflow, object_info: dict) -> dict:
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"negguide/workflows/{workflow.name}")), "revision": 0,
         "last_node_id": len(nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
-        "groups": [], "config": {}, "extra": {}, "version": wf.UI_VERSION,
+        "groups": [], "config": {}, "extra": {"ds": wf.fit_view(nodes)}, "version": wf.UI_VERSION,
     }
 
 
@@ -642,7 +662,7 @@ def wrap(draw, text: str, font, width: float) -> list[str]:
 
 
 def thumbnail(workflow: Workflow, path: Path) -> None:
-    """A 512 x 384 card: method, model and the chain of nodes."""
+    """A 512 x 384 card: method, model and the chain of nodes; the CPU-runnable ones say so."""
     from PIL import Image, ImageDraw, ImageFont
 
     image = Image.new("RGB", (512, 384), (32, 36, 48))
@@ -654,6 +674,9 @@ def thumbnail(workflow: Workflow, path: Path) -> None:
         big = small = ImageFont.load_default()
     draw.rectangle([0, 0, 512, 8], fill=(240, 170, 60))
     draw.text((24, 30), "NegGuide", font=small, fill=(240, 170, 60))
+    if wf.CPU_DEMO_MARK in workflow.name:
+        draw.rounded_rectangle([300, 24, 488, 54], radius=8, fill=(60, 150, 90))
+        draw.text((394, 39), "CPU, no downloads", font=small, fill=(245, 245, 245), anchor="mm")
     y = 60
     for line in wrap(draw, workflow.method, big, 464):
         draw.text((24, y), line, font=big, fill=(245, 245, 245))

@@ -1,6 +1,6 @@
 """`make demo`: run every bundled shapes-world workflow through a real ComfyUI server.
 
-Starts ComfyUI (``main.py``) with this pack, loads each ``workflows/Shapes world - *.json`` (the
+Starts ComfyUI (``main.py``) with this pack, loads each ``workflows/?? CPU demo - *.json`` (the
 UI-format files users open from the Templates menu), converts it to the API format as the
 frontend does, queues it with the workflow attached (so SaveImage embeds both the prompt and the
 workflow in each PNG, as in the browser), and copies the images to ``out/demo/<workflow>/``. A
@@ -19,11 +19,12 @@ from pathlib import Path
 from _pack import ROOT, load_pack
 
 OUT = ROOT / "out" / "demo"
-SHAPES_PREFIX = "Shapes world - "
 
 
 def shapes_workflows() -> list[Path]:
-    return sorted((ROOT / "workflows").glob(f"{SHAPES_PREFIX}*.json"))
+    from negguide.harness import workflows
+
+    return workflows.cpu_demo_files(ROOT / "workflows")
 
 
 def comparison_sheet(rows: list[tuple[str, list[Path]]], path: Path, tile: int = 128) -> None:
@@ -66,7 +67,7 @@ def main() -> int:
             t0 = time.perf_counter()
             history = server.wait(server.queue(prompt, workflow=ui_workflow), timeout=600)
             images = server.output_images(history)
-            name = path.stem[len(SHAPES_PREFIX):]
+            name = workflows.short_name(path)
             target = OUT / path.stem
             target.mkdir()
             copied = [Path(shutil.copy(image, target / image.name)) for image in images]

@@ -72,7 +72,10 @@ def test_fp16_loads_half_weights(blip2_folder):
 def test_missing_folder_says_where_to_put_models(tmp_path, monkeypatch):
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "blip2", ([str(tmp_path / "nope")], set()))
     assert blip2_nodes.list_models() == []  # node listing still works
-    assert NegGuideBLIP2Loader.define_schema().inputs[0].options == []
+    # an empty combo shows "undefined" in the frontend: the only choice says where models go
+    assert NegGuideBLIP2Loader.define_schema().inputs[0].options == [blip2_nodes.NO_MODEL]
+    with pytest.raises(ValueError, match=r"no BLIP-2 model is installed.*nope"):
+        NegGuideBLIP2Loader.execute(blip2_nodes.NO_MODEL, "fp32")
     with pytest.raises(ValueError, match=r"no BLIP-2 models folder exists.*nope.*blip2-opt-2.7b"):
         NegGuideBLIP2Loader.execute("tiny-blip2", "fp32")
 

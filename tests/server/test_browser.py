@@ -7,9 +7,12 @@ downloaded) opens the frontend that the test server serves.
   models (the server's folders hold files of the real names), every widget of every node shows
   exactly the file's value (none shifted, combos among their choices, numbers in range), and the
   frontend's own API conversion (graphToPrompt) equals harness/workflows.py ``to_api``.
-* The first "Shapes world - *" workflow is queued with the Run button and its image appears on
-  its SaveImage node (loaded in the page from /view). A screenshot is kept: its path is printed and
-  it lies in out/browser/ (git-ignored).
+* The first CPU demo workflow ("01 CPU demo - *") is queued with the Run button and its image
+  appears on its SaveImage node (loaded in the page from /view). A screenshot is kept: its path is
+  printed and it lies in out/browser/ (git-ignored).
+* A no-op says so on the node (web/js/negguide_node_text.js): VSF with an empty negative (UI text
+  of the node) and NegToMe batch diversity with a batch of 1 (a message sent while sampling); the
+  text is both the node's text widget value and visible in the page.
 
 Node ids: the file (and some frontends) give LiteGraph node ids as ints, other frontends as strings;
 ids are compared by their spelling (``node_key``), so the test holds for both.
@@ -32,7 +35,6 @@ from negguide.harness.server import ComfyServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SHAPES_PREFIX = "Shapes world - "
 SCREENSHOT_DIR = REPO_ROOT / "out" / "browser"
 PAGE_TIMEOUT = 60.0
 RUN_TIMEOUT = 300.0
@@ -85,6 +87,37 @@ IMAGE_SHOWN_JS = """
 const node = app.graph.nodes.find(n => String(n.id) === String(arguments[0]));
 const image = node && node.imgs && node.imgs[0];
 return image && image.complete && image.naturalWidth > 0 ? image.src : null;
+"""
+
+
+SET_WIDGET_JS = """
+const [nodeId, name, value] = arguments;
+const node = app.graph.nodes.find(n => String(n.id) === String(nodeId));
+const widget = node.widgets.find(w => w.name === name);
+widget.value = value;
+widget.callback?.(value);
+return widget.value;
+"""
+
+# The text a NegGuide node shows: its text widget's value, and whether the page shows that text
+# (a visible element holding it: core's text preview component, or a textarea on older frontends).
+NODE_TEXT_JS = """
+const [nodeId, needle] = arguments;
+const node = app.graph.nodes.find(n => String(n.id) === String(nodeId));
+const widget = node && (node.widgets || []).find(w => w.name === 'preview_text' || w.name === 'negguide_text');
+const value = widget ? String(widget.value) : null;
+if (!value || !value.includes(needle)) return {value, visible: false};
+app.canvas.ds.scale = 1;  // at low zoom frontends draw nodes without their widgets
+app.canvas.centerOnNode(node);
+app.canvas.setDirty(true, true);
+const visible = [...document.querySelectorAll('textarea, [contenteditable], div, p, span, pre')].some(el => {
+  const text = el.tagName === 'TEXTAREA' ? el.value : el.innerText;
+  if (!text || !text.includes(needle) || el.closest('.comfy-modal, .p-dialog')) return false;
+  const r = el.getBoundingClientRect();
+  return r.width > 0 && r.height > 0 && r.bottom > 0 && r.right > 0
+         && r.top < window.innerHeight && r.left < window.innerWidth && getComputedStyle(el).visibility !== 'hidden';
+});
+return {value, visible};
 """
 
 
@@ -200,8 +233,8 @@ def test_frontend_loads_workflow_without_errors(path, browser, object_info):
 def test_shapes_world_workflow_runs_from_the_browser(browser, server, object_info):
     from selenium.webdriver.common.by import By
 
-    shapes = [p for p in WORKFLOWS if p.name.startswith(SHAPES_PREFIX)]
-    assert shapes, f"no workflows/{SHAPES_PREFIX}*.json to queue"
+    shapes = wf.cpu_demo_files()
+    assert shapes, f"no workflows/NN {wf.CPU_DEMO_MARK}*.json to queue"
     path = shapes[0]
     workflow = wf.load(path)
     load_in_browser(browser, path)
@@ -223,3 +256,110 @@ def test_shapes_world_workflow_runs_from_the_browser(browser, server, object_inf
     screenshot = SCREENSHOT_DIR / f"{path.stem}.png"
     assert browser.save_screenshot(str(screenshot))
     print(f"\nscreenshot: {screenshot}")
+
+
+def run_in_browser_and_read_node_text(browser, server, path, changes, node_type, needle):
+    """Load ``path`` as the Templates menu does, set widgets ({node type: {widget: value}}), press
+    Run, and wait until the ``node_type`` node shows ``needle``; returns the text, keeps a screenshot."""
+    from selenium.webdriver.common.by import By
+
+    workflow = wf.load(path)
+    load_in_browser(browser, path)
+    ids = {node["type"]: node["id"] for node in workflow["nodes"]}
+    for node, values in changes.items():
+        for name, value in values.items():
+            assert browser.execute_script(SET_WIDGET_JS, ids[node], name, value) == value
+    before = set(server.get("/history") or {})
+    browser.find_element(By.CSS_SELECTOR, '[data-testid="queue-button"]').click()
+    prompt_id = wait_for(lambda: next(iter(set(server.get("/history") or {}) - before), None),
+                         RUN_TIMEOUT, "the run queued by the browser to finish")
+    history = server.wait(prompt_id, timeout=RUN_TIMEOUT)
+    if needle is None:  # the text is what the node returned (a caption): find that on the node
+        needle = history["outputs"][str(ids[node_type])]["text"][0]
+    last = {}
+
+    def shown():
+        last.update(browser.execute_script(NODE_TEXT_JS, ids[node_type], needle))
+        return last["visible"]
+
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    screenshot = SCREENSHOT_DIR / f"{node_type} node text.png"
+    try:
+        wait_for(shown, PAGE_TIMEOUT, f"{needle!r} to show on the {node_type} node")
+    except AssertionError as error:
+        browser.save_screenshot(str(screenshot))
+        raise AssertionError(f"{error}; the node's text widget holds {last.get('value')!r} (screenshot {screenshot})")
+    assert browser.save_screenshot(str(screenshot))
+    print(f"\nscreenshot: {screenshot}")
+    return last["value"]
+
+
+def test_vsf_with_an_empty_negative_says_so_on_the_node(browser, server):
+    path = next(p for p in wf.cpu_demo_files() if wf.short_name(p).startswith("VSF - "))
+    text = run_in_browser_and_read_node_text(browser, server, path, {"NegGuideVSF": {"negative": ""}},
+                                             "NegGuideVSF", "VSF is off")
+    assert "the negative prompt is empty" in text
+
+
+def test_negtome_diversity_with_a_batch_of_one_says_so_on_the_node(browser, server):
+    """Only sampling sees the batch size: the text comes in a message the server sends then."""
+    path = next(p for p in wf.cpu_demo_files() if wf.short_name(p).startswith("NegToMe - ")
+                and "batch diversity" in p.stem)
+    text = run_in_browser_and_read_node_text(browser, server, path,
+                                             {"EmptySD3LatentImage": {"batch_size": 1}},
+                                             "NegGuideNegToMe", "NegToMe does nothing here")
+    assert "batch of 2 or more" in text
+
+
+def test_a_caption_shows_on_the_caption_node(browser, server):
+    """Captions are UI text of a NegGuide node (NegGuideShapesWorldCaption here; NegGuideBLIP2Caption
+    returns its caption the same way and the same extension shows it)."""
+    path = next(p for p in wf.cpu_demo_files() if wf.short_name(p).startswith("auto-DNP - "))
+    assert run_in_browser_and_read_node_text(browser, server, path, {}, "NegGuideShapesWorldCaption", None)
+
+
+ADD_BLIP2_GRAPH_JS = """
+app.graph.clear();
+const loader = LiteGraph.createNode('NegGuideBLIP2Loader');
+const image = LiteGraph.createNode('EmptyImage');
+const caption = LiteGraph.createNode('NegGuideBLIP2Caption');
+for (const node of [loader, image, caption]) app.graph.add(node);
+loader.connect(0, caption, 0);
+image.connect(0, caption, 1);
+return loader.widgets.find(w => w.name === 'model_name').value ?? null;
+"""
+
+SHOW_ERROR_DETAILS_JS = """
+const details = [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'View details');
+if (details) details.click();
+return document.body.innerText;
+"""
+
+
+def test_blip2_loader_without_models_says_where_to_put_one(browser, server, tmp_path):
+    """A fresh loader on a ComfyUI without BLIP-2: its combo names the problem (not "undefined"),
+    and Run shows the message that says where the model goes."""
+    from selenium.webdriver.common.by import By
+
+    with ComfyServer(base_dir=tmp_path / "bare", extra_args=["--disable-api-nodes"]) as bare:
+        try:
+            browser.get(bare.url + "/api/system_stats")
+            browser.execute_async_script(SKIP_FIRST_VISIT_JS)
+            browser.get(bare.url)
+            wait_for(lambda: browser.execute_script(APP_READY_JS), PAGE_TIMEOUT, "the ComfyUI frontend to start")
+            shown = browser.execute_script(ADD_BLIP2_GRAPH_JS)
+            assert shown and "models/blip2/<folder>" in shown, f"the loader's combo shows {shown!r}"
+            browser.find_element(By.CSS_SELECTOR, '[data-testid="queue-button"]').click()
+            SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+            screenshot = SCREENSHOT_DIR / "NegGuideBLIP2Loader without models.png"
+            try:
+                # The frontend reports the failed node (1.49: a toast whose "View details" opens the
+                # message; older frontends: a dialog with the message).
+                text = wait_for(lambda: (lambda t: t if "Put each BLIP-2 model" in t else None)(
+                    browser.execute_script(SHOW_ERROR_DETAILS_JS)), PAGE_TIMEOUT, "the loader's error message")
+            finally:
+                browser.save_screenshot(str(screenshot))
+            assert "blip2" in text
+        finally:
+            browser.get(server.url)
+            wait_for(lambda: browser.execute_script(APP_READY_JS), PAGE_TIMEOUT, "the ComfyUI frontend to start")

@@ -36,7 +36,7 @@ HEAVY_ENV = "NEGGUIDE_HEAVY_WORKFLOWS"
 PACK = "negguide"
 WORKFLOWS = wf.workflow_files()
 METHOD_PREFIXES = ("VSF - ", "NegToMe - ", "DNG - ", "auto-DNP - ")
-SHAPES_PREFIX = "Shapes world - "
+RENAME_HINT = "consider renaming it to 'example_workflows'"
 
 
 def _execution_params():
@@ -58,7 +58,8 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("workflows_server")
     for path in WORKFLOWS:
         wf.stage_files(wf.load(path), base, standins=False)
-    with ComfyServer(base_dir=base, extra_args=["--disable-api-nodes"]) as running:
+    # DEBUG: the log then shows the one line ComfyUI writes about the pack's workflows/ folder.
+    with ComfyServer(base_dir=base, extra_args=["--disable-api-nodes", "--verbose", "DEBUG"]) as running:
         yield running
 
 
@@ -67,12 +68,24 @@ def object_info(server):
     return server.object_info()
 
 
-def test_every_method_has_bundled_workflows():
+def test_every_method_has_bundled_workflows_in_templates_order():
+    """Names: "NN [CPU demo - ]<method> - <model> - <what it shows>"; NN is the position (01, 02,
+    ... without gaps) and the CPU-runnable shapes-world ones come first."""
     names = [path.stem for path in WORKFLOWS]
+    positions = [wf.POSITION.match(name) for name in names]
+    assert all(positions), f"every name starts with its two-digit position: {names}"
+    assert [int(m.group(1)) for m in positions] == list(range(1, len(names) + 1)), names
+    cpu = [wf.is_cpu_demo(path) for path in WORKFLOWS]
+    assert any(cpu) and cpu == sorted(cpu, reverse=True), f"the CPU demos come first: {names}"
     for prefix in METHOD_PREFIXES:
-        assert any(name.startswith(prefix) for name in names), f"no workflow named {prefix}*: {names}"
-    unexpected = [n for n in names if not n.startswith(METHOD_PREFIXES + (SHAPES_PREFIX,))]
-    assert not unexpected, f"workflow names must start with a method or {SHAPES_PREFIX!r}: {unexpected}"
+        for on_cpu in (True, False):
+            assert any(wf.short_name(p).startswith(prefix) and wf.is_cpu_demo(p) == on_cpu for p in WORKFLOWS), \
+                f"no {'CPU demo' if on_cpu else 'real-model'} workflow for {prefix}: {names}"
+    unexpected = [wf.short_name(p) for p in WORKFLOWS if not wf.short_name(p).startswith(METHOD_PREFIXES)]
+    assert not unexpected, f"workflow names must name a method after the position: {unexpected}"
+    for path in WORKFLOWS:
+        parts = wf.short_name(path).split(" - ")
+        assert len(parts) == 3 and all(parts), f"{path.stem}: not '<method> - <model> - <what it shows>'"
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -111,6 +124,42 @@ def test_workflow_follows_the_conventions(path, object_info):
     assert {e["name"] for e in entries} <= named, "every download entry is a file the workflow uses"
     unmapped = [f.name for f in wf.required_files(workflow) if f.standin is None]
     assert not unmapped, f"no stand-in for {unmapped}: add them to harness/workflows.py STANDIN_OF"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_opens_fitted_into_a_1920x1080_window(path):
+    """extra.ds (LiteGraph's offset and scale) puts every node inside the canvas of a 1920x1080
+    window, at a zoom where the text is still readable; output nodes say what they show."""
+    workflow = wf.load(path)
+    ds = workflow["extra"].get("ds")
+    assert ds and set(ds) == {"scale", "offset"}, f"no view in extra.ds: {workflow['extra']}"
+    scale, (ox, oy) = ds["scale"], ds["offset"]
+    assert 0.4 <= scale <= 1.0, f"zoom {scale}"
+    left, top, right, bottom = wf.graph_bounds(workflow["nodes"])
+    width, height = wf.VIEW_SIZE
+    assert 0 <= (left + ox) * scale and (right + ox) * scale <= width, (left, right, ds)
+    assert 0 <= (top + oy) * scale and (bottom + oy) * scale <= height, (top, bottom, ds)
+    outputs = [n for n in workflow["nodes"] if n["type"] in ("SaveImage", "PreviewImage")]
+    titles = [n.get("title") for n in outputs]
+    assert all(titles) and len(set(titles)) == len(titles), f"output nodes need distinct titles: {titles}"
+
+
+def test_the_workflows_folder_costs_one_debug_line(server):
+    """The project keeps workflows/ (ComfyUI prefers example_workflows/): the templates are listed
+    and served all the same (test_templates_endpoint_...), and the only trace is one DEBUG line."""
+    lines = [line for line in server.log().splitlines() if "'workflows'" in line or "example_workflows" in line]
+    assert len(lines) == 1 and RENAME_HINT in lines[0] and PACK in lines[0], lines
+
+
+def test_vsf_with_an_empty_negative_reports_it_as_node_text(server, object_info):
+    """The no-op is UI output of the node (what the frontend extension shows on it), not only a log line."""
+    path = next(p for p in WORKFLOWS if wf.is_cpu_demo(p) and wf.short_name(p).startswith("VSF - "))
+    workflow = wf.load(path)
+    vsf = next(n for n in workflow["nodes"] if n["type"] == "NegGuideVSF")
+    vsf["widgets_values"][0] = ""  # negative
+    history = server.run(wf.to_api(workflow, object_info), timeout=600)
+    text = history["outputs"].get(str(vsf["id"]), {}).get("text")
+    assert text and "VSF is off: the negative prompt is empty" in text[0], history["outputs"].keys()
 
 
 def test_the_checks_catch_broken_workflows(object_info):
