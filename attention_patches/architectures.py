@@ -17,15 +17,23 @@ tests/library/test_attention_layout.py:
 - ``qwen_image`` (Qwen-Image): joint, text first, [B, H, L, D] (skip_reshape), patch 2.
 - ``wan`` (Wan 2.1): self-attention over video tokens, cross-attention to the text context
   ([B, L, H*D]); image-to-video models attend to the CLIP image context in a separate call.
+- ``z_image`` (Z-Image Turbo, NextDiT): joint, text first, [B, H, L, D] (skip_reshape), patch 2,
+  caption and image each padded to a multiple of 32, text-only and image-only refiner calls
+  before the joint layers: its layout lives in its adapter, families/z_image.py.
+
+A family whose calls need more than these fields has an ``adapter`` (attention_patches/families/):
+the node hooks ask it for the layout of each model call instead of using the generic rules.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+
+from .families import z_image
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,8 @@ class Architecture:
     cross_attention_marked: bool = False
     """True when a patch marks each cross-attention call (UNet attn2_patch); otherwise a
     cross-attention is the call whose keys have the text context's length."""
+    adapter: object | None = field(default=None, compare=False)
+    """The family's layout adapter (attention_patches/families/), or None for the generic rules."""
 
     def image_tokens(self, latent_shape: tuple[int, ...]) -> int:
         """Image tokens of a [B, C, H, W] (or video [B, C, T, H, W]) latent after patchification;
@@ -55,6 +65,7 @@ ARCHITECTURES = {
     "flux2": Architecture("flux2", "joint", patch_size=1),
     "qwen_image": Architecture("qwen_image", "joint", patch_size=2),
     "wan": Architecture("wan", "cross", patch_size=2),
+    "z_image": Architecture("z_image", "joint", patch_size=2, image_only_attention=True, adapter=z_image.ADAPTER),
 }
 
 

@@ -152,6 +152,60 @@ def vsf_joint_attention(
     return torch.cat([outputs[group] for group in sorted(outputs)], dim=output_seq_dim)
 
 
+@dataclass(frozen=True)
+class QueryGroup:
+    """Queries that share one visibility (for layouts with more parts than [P ; N ; I], e.g.
+    padding): ``queries`` and ``hidden`` are half-open sequence ranges; ``hidden`` columns get
+    bias -inf; a ``flipped`` group reads the negative's columns as Nf (-alpha V_N, bias -beta)."""
+
+    queries: tuple[tuple[int, int], ...]
+    hidden: tuple[tuple[int, int], ...] = ()
+    flipped: bool = False
+
+
+def vsf_grouped_attention(
+    attention: AttentionFn,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    groups: list[QueryGroup],
+    negative: tuple[int, int],
+    alpha: float,
+    beta: float,
+    rows_active: torch.Tensor,
+    seq_dim: int,
+    output_seq_dim: int,
+) -> torch.Tensor:
+    """VSF over query groups of any layout: one fused call per group over the unchanged key set
+    with a broadcast column bias [B, 1, 1, L_k]. A group's query ranges are gathered (no copy for
+    one range) and its outputs put back in place. The groups must cover every query once. On
+    inactive rows a flipped group sees no N at all (plain attention over the rest)."""
+    length = k.shape[seq_dim]
+    dtype, device = q.dtype, q.device
+    neg_inf = float("-inf")
+    pieces = []
+    for group in groups:
+        bias = torch.zeros(q.shape[0], 1, 1, length, dtype=dtype, device=device)
+        for lo, hi in group.hidden:
+            bias[..., lo:hi] = neg_inf
+        values = v
+        if group.flipped:
+            bias = bias + column_bias(length, negative, -beta, rows_active, neg_inf, dtype, device)
+            values = flip_values(v, negative, alpha, rows_active, seq_dim)
+        parts = [q.narrow(seq_dim, lo, hi - lo) for lo, hi in group.queries]
+        out = attention(parts[0] if len(parts) == 1 else torch.cat(parts, dim=seq_dim), k, values, bias)
+        offset = 0
+        for lo, hi in group.queries:
+            pieces.append((lo, out.narrow(output_seq_dim, offset, hi - lo)))
+            offset += hi - lo
+    pieces.sort(key=lambda piece: piece[0])
+    covered = sum(piece.shape[output_seq_dim] for _, piece in pieces)
+    if covered != q.shape[seq_dim]:
+        raise ValueError(f"VSF query groups cover {covered} of {q.shape[seq_dim]} queries")
+    return torch.cat([piece for _, piece in pieces], dim=output_seq_dim)
+
+
 def negative_attention_mass(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -40,6 +40,7 @@ chroma      flux        0.39 M     2.14 M     2.46 M     0.08 s   0.08 s  [B,16,
 flux2       flux2       0.43 M     5.50 M     37.56 M    0.13 s   0.08 s  [B,128,H,W] Flux.2 VAE (16x)
 wan21       wan         0.16 M     1.05 M     0.92 M     0.06 s   0.16 s  [B,16,T,H,W] Wan 2.1 VAE
 qwen_image  qwen_image  0.34 M     5.01 M     0.92 M     0.06 s   0.13 s  [B,16,1,H,W] Wan 2.1 VAE
+z_image     z_image     6.41 M     4.93 M     2.46 M     0.06 s   0.02 s  [B,16,H,W] TAESD (Flux latents)
 ==========  ==========  =========  =========  =========  =======  ======  ==============================
 
 A build takes 0.5-2 s (mostly loading the tokenizer vocabularies, done once per process).
@@ -105,8 +106,19 @@ Per architecture (what is real, what is shrunk, what deviates):
   zoo swaps it, right after construction, for a 2-layer ``Qwen2VLVisionTransformer`` of the same
   class. VAE: tiny Wan 2.1 VAE (Qwen-Image uses the Wan 2.1 VAE). The latent format is 3-D, so
   ``empty_latent`` gives [B, 16, 1, H/8, W/8] (what sampling returns anyway).
+- z_image: Z-Image (Turbo) (comfy.supported_models.ZImage -> model_base.Lumina2 -> NextDiT): the
+  real layout (z_image_modulation, qk-norm, RoPE axes [32, 48, 48] theta 256, time scale 1000,
+  caption and image padded to multiples of 32 with learned pad tokens, 2 context_refiner + 2
+  noise_refiner layers as in Z-Image) with 2 heads, 2 main layers and dim 256, the least NextDiT
+  allows with z_image_modulation (its timestep embedder always outputs 256 features; hence the
+  6.4 M parameters, the zoo's largest DiT). Text encoder: ComfyUI's Z-Image encoder (Qwen3-4B
+  class, hidden 32, 1 head, 1 KV head, 3 layers: Z-Image reads layer -2) with ZImageTokenizer
+  (the shipped Qwen2.5 vocabulary and Z-Image's chat template; no padding: text length = prompt
+  tokens + 8 template tokens). VAE: Z-Image uses the Flux VAE latents (latent_formats.Flux,
+  16 channels, 8x); the zoo gives it a 16-channel TAESD like flux. Row measured on the 0.33 tree
+  (unloaded machine: compare with care); builds on 0.3.75 too (both have ZImage).
 
-All seven other architectures build on ComfyUI 0.3.75 and 0.33; flux2 builds on 0.33 only.
+All eight other architectures build on ComfyUI 0.3.75 and 0.33; flux2 builds on 0.33 only.
 Where text and image tokens sit in each one's attention calls is pinned down by
 tests/library/test_attention_layout.py.
 """
@@ -124,7 +136,7 @@ import torch
 
 from ..shapes_world.host_compat import complete_params
 
-ARCHITECTURES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux", "chroma", "flux2", "wan21", "qwen_image")
+ARCHITECTURES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux", "chroma", "flux2", "wan21", "qwen_image", "z_image")
 
 FAMILIES: dict[str, str] = {
     "sd15": "unet",
@@ -135,6 +147,7 @@ FAMILIES: dict[str, str] = {
     "flux2": "flux2",
     "wan21": "wan",
     "qwen_image": "qwen_image",
+    "z_image": "z_image",
 }
 
 # Architectures whose latent format is 3-D (video latents [B, C, T, H, W]).
@@ -143,6 +156,7 @@ VIDEO_LATENT: frozenset[str] = frozenset({"wan21", "qwen_image"})
 # Latent channels per architecture (the latent_format's latent_channels).
 LATENT_CHANNELS: dict[str, int] = {
     "sd15": 4, "sdxl": 4, "sd3": 16, "flux": 16, "chroma": 16, "flux2": 128, "wan21": 16, "qwen_image": 16,
+    "z_image": 16,
 }
 
 # Pixels per latent cell along height and width (the latent_format's spacial_downscale_ratio).
@@ -154,6 +168,9 @@ _NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
     "flux2": (("comfy.supported_models", "Flux2"), ("comfy.model_base", "Flux2"),
               ("comfy.latent_formats", "Flux2"), ("comfy.text_encoders.flux", "KleinTokenizer"),
               ("comfy.text_encoders.flux", "klein_te"), ("comfy.text_encoders.llama", "Qwen3_4B")),
+    "z_image": (("comfy.supported_models", "ZImage"), ("comfy.model_base", "Lumina2"),
+                ("comfy.text_encoders.z_image", "ZImageTokenizer"), ("comfy.text_encoders.z_image", "te"),
+                ("comfy.text_encoders.llama", "Qwen3_4B")),
 }
 
 
@@ -594,9 +611,32 @@ def _build_qwen_image(name, seed):
     return model, clip, _wan_vae(name, seed)
 
 
+def _build_z_image(name, seed):
+    """Z-Image (Turbo): comfy.supported_models.ZImage -> model_base.Lumina2 -> NextDiT."""
+    import comfy.supported_models
+    import comfy.text_encoders.z_image
+
+    te_hidden = 32
+    # dim 256 is the least NextDiT allows with z_image_modulation: its timestep embedder always
+    # outputs 256 features and the adaLN layers read min(dim, 256) of them.
+    unet_config = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256, "cap_feat_dim": te_hidden,
+                   "n_layers": 2, "n_refiner_layers": 2, "n_heads": 2, "n_kv_heads": 2, "qk_norm": True,
+                   "axes_dims": [32, 48, 48], "axes_lens": [1536, 512, 512], "rope_theta": 256.0,
+                   "ffn_dim_multiplier": 8.0 / 3.0, "z_image_modulation": True, "time_scale": 1000.0,
+                   "pad_tokens_multiple": 32}
+    model = _diffusion(name, seed, comfy.supported_models.ZImage, unet_config)
+    clip = _clip(name, seed, comfy.text_encoders.z_image.ZImageTokenizer, comfy.text_encoders.z_image.te(),
+                 {"qwen3_4b_model_config": {"hidden_size": te_hidden, "intermediate_size": 2 * te_hidden,
+                                            # layer -2 (Z-Image's) needs at least 3 layers
+                                            "num_hidden_layers": 3, "num_attention_heads": 1,
+                                            "num_key_value_heads": 1}})
+    return model, clip, _taesd_vae(name, seed, 16)
+
+
 _BUILDERS: dict[str, Callable] = {
     "sd15": _build_sd15, "sdxl": _build_sdxl, "sd3": _build_sd3, "flux": _build_flux,
     "chroma": _build_chroma, "flux2": _build_flux2, "wan21": _build_wan21, "qwen_image": _build_qwen_image,
+    "z_image": _build_z_image,
 }
 
 _cache: dict[tuple[str, int], ZooModel] = {}

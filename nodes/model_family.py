@@ -16,6 +16,7 @@ _FAMILY_OF_MODEL_CLASS = tuple((cls, family) for cls, family in (
     (comfy.model_base.SD3, "mmdit"),
     (comfy.model_base.QwenImage, "qwen_image"),
     (comfy.model_base.WAN21, "wan"),
+    (getattr(comfy.model_base, "Lumina2", None), "z_image"),  # Z-Image; its adapter refuses other NextDiTs
 ) if cls is not None)
 _UNET_BASED = comfy.model_base.BaseModel
 
@@ -41,6 +42,9 @@ def architecture_of(model, method: str, supported: tuple[str, ...]) -> Architect
             break
     if family is None and type(base_model.diffusion_model).__name__ == "UNetModel" and isinstance(base_model, _UNET_BASED):
         family = "unet"
+    adapter = ARCHITECTURES[family].adapter if family in ARCHITECTURES else None
+    if adapter is not None and not adapter.supports(base_model.diffusion_model):
+        family = None  # e.g. Lumina Image 2.0 shares Z-Image's model class but not its layout
     if family not in supported:
         names = ", ".join(supported)
         raise ValueError(

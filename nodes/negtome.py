@@ -33,11 +33,12 @@ from ..attention_patches.architectures import Architecture, chunk_groups, sequen
 from ..attention_patches.override_chain import OVERRIDE_SLOT, OverrideReach, call_chained
 from ..attention_patches.negtome import diversity_merge, reference_merge
 from .model_family import architecture_of
+from .node_text import current_prompt_id, node_text, send_node_text
 from .schedule import SigmaWindow
 
 LOG = logging.getLogger(__name__)
 HOOK_KEY = "negguide_negtome"
-SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "flux2", "qwen_image", "wan")
+SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "flux2", "qwen_image", "wan", "z_image")
 MODE_DIVERSITY = "batch diversity"
 MODE_REFERENCE = "reference image"
 MODES = (MODE_DIVERSITY, MODE_REFERENCE)
@@ -53,6 +54,7 @@ class _CallLayout:
     image_len: int
     grid: tuple[int, int, int]  # (frames, height, width) of the image tokens of DiTs
     reach: OverrideReach = field(default_factory=OverrideReach)
+    segments: object | None = None  # the family adapter's layout of this call (Architecture.adapter)
 
 
 def _insert_rows(value, groups: list[range], batch: int):
@@ -89,7 +91,7 @@ class NegToMeHooks:
 
     def __init__(self, architecture: Architecture, alpha: float, threshold: float, window: SigmaWindow,
                  reference: torch.Tensor | None = None, reference_mask: torch.Tensor | None = None,
-                 seed: int = 0, previous_override=None):
+                 seed: int = 0, previous_override=None, node_id: str | None = None):
         self.architecture = architecture
         self.alpha = alpha
         self.threshold = threshold
@@ -99,6 +101,8 @@ class NegToMeHooks:
         self.seed = seed
         self.previous_override = previous_override
         self._mask_cache: dict = {}
+        self.node_id = node_id  # the NegGuideNegToMe node's UNIQUE_ID: where its status text goes
+        self._batch_warned_for: tuple | None = None
 
     # ------------------------------------------------------------------ per model call
     def active(self, sigma: float) -> bool:
@@ -118,8 +122,12 @@ class NegToMeHooks:
                 "NegGuideNegToMe: at this latent size the Wan model has as many video tokens as text tokens, so "
                 "its self-attention cannot be told from its cross-attention. Change the width or height by one step."
             )
+        segments = None if arch.adapter is None else arch.adapter.call_layout(
+            executor.class_obj.diffusion_model, tuple(x.shape), text_len, 0, kwargs, "NegGuideNegToMe")
         if self.reference is None:
-            layout = _CallLayout(groups, None, text_len, image_len, grid)
+            if all(len(group) < 2 for group in groups):
+                self._warn_single_image()
+            layout = _CallLayout(groups, None, text_len, image_len, grid, segments=segments)
             out = executor(x, t, c_concat, c_crossattn, control, {**transformer_options, HOOK_KEY: layout}, **kwargs)
             self._check_reached(layout, transformer_options)
             return out
@@ -136,7 +144,7 @@ class NegToMeHooks:
             row += len(group) + 1
         x_in = torch.cat(parts)
         t_in = _insert_rows(t, groups, batch)
-        layout = _CallLayout(new_groups, reference_rows, text_len, image_len, grid)
+        layout = _CallLayout(new_groups, reference_rows, text_len, image_len, grid, segments=segments)
         options = {**transformer_options, HOOK_KEY: layout}
         if torch.is_tensor(options.get("sigmas")) and options["sigmas"].shape[0] == batch:
             options["sigmas"] = _insert_rows(options["sigmas"], groups, batch)
@@ -146,6 +154,18 @@ class NegToMeHooks:
         self._check_reached(layout, transformer_options)
         keep = [r for group in new_groups for r in group if r not in reference_rows]
         return out[keep]
+
+    def _warn_single_image(self) -> None:
+        """Batch diversity with one image per cond/uncond group: nothing to merge. Only sampling
+        sees the batch, so this is reported from here, once per prompt, in the log and on the node."""
+        key = (current_prompt_id(),)
+        if self._batch_warned_for == key:
+            return
+        self._batch_warned_for = key
+        message = ("NegToMe does nothing here: batch diversity needs a batch of 2 or more images (it pushes each "
+                   "image away from the first one); this batch has 1. Raise batch_size, or use reference-image mode.")
+        LOG.warning("NegGuideNegToMe: %s", message)
+        send_node_text(self.node_id, message)
 
     def _check_reached(self, layout: _CallLayout, transformer_options: dict) -> None:
         """DiTs merge inside the attention override: it must have run (UNets use attn1_output_patch)."""
@@ -220,6 +240,8 @@ class NegToMeHooks:
     def _image_span(self, layout: _CallLayout, q_len: int, k_len: int) -> tuple[int, int] | None:
         """Where the image tokens sit in this attention call's output, or None when the call is
         not the self/joint attention of a block."""
+        if layout.segments is not None:  # a family with a layout adapter: its joint calls' real image tokens
+            return layout.segments.image_span(q_len, k_len)
         if q_len != k_len:
             return None
         if self.architecture.attention == "joint":
@@ -230,7 +252,7 @@ class NegToMeHooks:
 
 def apply_negtome(model, architecture: Architecture, alpha: float, threshold: float, window: SigmaWindow,
                   reference: torch.Tensor | None = None, reference_mask: torch.Tensor | None = None,
-                  seed: int = 0):
+                  seed: int = 0, node_id: str | None = None):
     """A clone of ``model`` (a ModelPatcher) with NegToMe attached. ``reference`` [1, C, (T,) H, W]
     (VAE latent space) selects reference-image mode; None is batch-diversity mode."""
     patched = model.clone()
@@ -241,6 +263,7 @@ def apply_negtome(model, architecture: Architecture, alpha: float, threshold: fl
         reference=None if reference is None else reference.detach().cpu(),
         reference_mask=None if reference_mask is None else reference_mask.detach().cpu(),
         seed=seed,
+        node_id=node_id,
         previous_override=transformer_options.get(OVERRIDE_SLOT),
     )
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY, hooks.apply_model_wrapper)
@@ -307,6 +330,7 @@ class NegGuideNegToMe(io.ComfyNode):
                              tooltip="Reference mode: seed of the fixed noise that re-noises the reference to each step's sigma."),
             ],
             outputs=[io.Model.Output()],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -344,10 +368,10 @@ class NegGuideNegToMe(io.ComfyNode):
             LOG.warning("NegGuideNegToMe: the reference inputs are ignored in batch diversity mode.")
         if alpha == 0:
             LOG.warning("NegGuideNegToMe: alpha is 0; the model is returned unchanged.")
-            return io.NodeOutput(model)
+            return io.NodeOutput(model, ui=node_text("NegToMe is off: alpha is 0; the model is returned unchanged."))
         if model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY):
             raise ValueError("NegGuideNegToMe is already applied to this model: use one NegGuideNegToMe node.")
         patched = apply_negtome(model, architecture, alpha, threshold, window,
                                 reference=reference, reference_mask=reference_mask if reference is not None else None,
-                                seed=seed)
+                                seed=seed, node_id=cls.hidden.unique_id if cls.hidden is not None else None)
         return io.NodeOutput(patched)

@@ -26,17 +26,19 @@ from ..attention_patches.vsf import (
     mass_on_latent_grid,
     negative_attention_mass,
     vsf_cross_attention,
+    vsf_grouped_attention,
     vsf_joint_attention,
 )
 from .model_family import architecture_of
 from .negtome import negtome_on_top, restack_negtome_above
+from .node_text import node_text
 from .schedule import SigmaWindow
 
 LOG = logging.getLogger(__name__)
 HOOK_KEY = "negguide_vsf"
 NOOP_KEY = "negguide_vsf_noop"
 """Attachment on the MODEL a recording NegGuideVSF returned without patching: why it did nothing."""
-SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "flux2", "qwen_image", "wan")
+SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "flux2", "qwen_image", "wan", "z_image")
 
 
 def _sub_tokenizer(tokenizer, key: str):
@@ -118,6 +120,8 @@ class _CallLayout:
     reach: OverrideReach = field(default_factory=OverrideReach)
     negative_mass: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     """With recording on: image-token count -> [B, L] attention masses on N of each call."""
+    segments: object | None = None
+    """The family adapter's layout of this call (Architecture.adapter), else None."""
 
 
 class VSFHooks:
@@ -167,6 +171,10 @@ class VSFHooks:
                 "Change the width or height by one step."
             )
         layout = _CallLayout(text_len + negative.shape[1], (text_len, text_len + negative.shape[1]), image_len, rows_active)
+        if self.architecture.adapter is not None:
+            layout.segments = self.architecture.adapter.call_layout(
+                executor.class_obj.diffusion_model, tuple(x.shape), text_len + negative.shape[1], negative.shape[1],
+                kwargs, "NegGuideVSF")
         transformer_options = {**transformer_options, HOOK_KEY: layout}
         out = executor(x, t, c_concat, torch.cat([c_crossattn, negative], dim=1), control, transformer_options, **kwargs)
         layout.reach.check("NegGuideVSF", transformer_options)
@@ -189,6 +197,8 @@ class VSFHooks:
         if layout is not None:
             layout.reach.calls += 1
         seq_dim, out_dim = sequence_dims(kwargs.get("skip_reshape", False), kwargs.get("skip_output_reshape", False))
+        if layout is not None and layout.segments is not None:
+            return self._segmented_attention(layout, attend, q, k, v, heads, mask, kwargs, seq_dim, out_dim)
         if layout is None or not self._acts_on(layout, q.shape[seq_dim], k.shape[seq_dim]):
             return attend(q, k, v, mask)
         if mask is not None:
@@ -204,6 +214,23 @@ class VSFHooks:
         if self.record:
             self._record_mass(layout, q.narrow(seq_dim, layout.text_len, image_len), k, heads, seq_dim)
         return vsf_joint_attention(attend, q, k, v, layout=joint, output_seq_dim=out_dim, **common)
+
+    def _segmented_attention(self, layout: _CallLayout, attend, q, k, v, heads, mask, kwargs, seq_dim, out_dim):
+        """VSF on a family with a layout adapter: the adapter says which calls to act on and the
+        query groups (visibility) of each; the math is vsf_grouped_attention."""
+        segments = layout.segments
+        kind = segments.kind(q.shape[seq_dim], k.shape[seq_dim])
+        groups = segments.vsf_groups(kind)
+        if not groups:
+            return attend(q, k, v, mask)
+        if mask is not None:
+            raise ValueError("NegGuideVSF does not support attention masks on this model yet.")
+        rows_active = cond_rows(q.shape[0], kwargs["transformer_options"].get("cond_or_uncond"))
+        if self.record and any(group.flipped for group in groups):
+            image = segments.image
+            self._record_mass(layout, q.narrow(seq_dim, image[0], image[1] - image[0]), k, heads, seq_dim)
+        return vsf_grouped_attention(attend, q, k, v, groups=groups, negative=segments.negative, alpha=self.alpha,
+                                     beta=self.beta, rows_active=rows_active, seq_dim=seq_dim, output_seq_dim=out_dim)
 
     def _record_mass(self, layout: _CallLayout, image_queries, k, heads: int, seq_dim: int) -> None:
         mass = negative_attention_mass(image_queries, k, negative=layout.negative, beta=self.beta, heads=heads, seq_dim=seq_dim)
@@ -270,7 +297,7 @@ class NegGuideVSF(io.ComfyNode):
                 "it acts on the positive branch only."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to patch: SD1.5/SDXL, SD3/SD3.5, Flux, Chroma, Qwen-Image, Wan 2.1."),
+                io.Model.Input("model", tooltip="The diffusion model to patch: SD1.5/SDXL, SD3/SD3.5, Flux, Chroma, Qwen-Image, Wan 2.1, Z-Image."),
                 io.Clip.Input("clip", tooltip="The text encoder loaded for this model; encodes the negative without padding."),
                 io.String.Input("negative", multiline=True, default="", tooltip="What should not appear. Empty: no effect."),
                 io.Float.Input("scale", default=3.0, min=0.0, max=20.0, step=0.05, round=0.01,
@@ -299,7 +326,7 @@ class NegGuideVSF(io.ComfyNode):
             if record_attention_map:  # tell NegGuideVSFAttentionMap why there is nothing to show
                 model = model.clone()
                 model.set_attachments(NOOP_KEY, reason)
-            return io.NodeOutput(model)
+            return io.NodeOutput(model, ui=node_text(f"VSF is off: {reason}; the model is returned unchanged."))
         if model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY):
             raise ValueError("NegGuideVSF is already applied to this model: put every negative concept into one NegGuideVSF node.")
         patched = apply_vsf(model, architecture, encode_negative(clip, negative), scale, bias, window, record_attention_map)

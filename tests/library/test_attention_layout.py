@@ -424,3 +424,69 @@ def test_dits_run_prompts_of_different_length_separately(name):
     assert len(calls) == 2 * per_pass
     assert {c.q.shape[0] for c in calls} == {1}
     assert sorted(c.options["cond_or_uncond"][0] for c in calls) == [0] * per_pass + [1] * per_pass
+
+
+# ------------------------------------------------------------------------------------------------
+# Z-Image (NextDiT): padded caption and image parts, text-only and image-only refiner calls
+
+
+def run_sized(z, positive, width, height, seed=1):
+    model = z.model.clone()
+    probe = AttentionProbe()
+    model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = probe
+    nodes.common_ksampler(model, seed, 1, 1.0, "euler", "simple", positive, positive,
+                          z.empty_latent(width, height, batch_size=1))
+    return probe.calls
+
+
+@pytest.mark.zoo_architecture("z_image")
+@pytest.mark.parametrize("width,height", [(96, 64), (128, 128)])  # padded caption == / != padded image
+def test_z_image_layout_padding_and_refiner_calls(width, height):
+    """Per model call: the text-only context_refiner calls over the caption padded to a multiple
+    of 32, then the image-only noise_refiner calls over the image tokens padded to a multiple of
+    32, then one joint call per layer over [caption ; pad | image ; pad]. q/k/v [B, H, L, D]
+    (skip_reshape), mask None (positional), block_type/block_index only on the joint calls
+    (and only on hosts that set them: 0.33 does, 0.3.75 does not). Padding sits at the
+    END of each part: its value rows are one learned token, independent of prompt and noise."""
+    from negguide.attention_patches.families.z_image import padded
+
+    z = zoo.build("z_image")
+    dit = z.model.model.diffusion_model
+    a, a_text_b, txt = tokens_and_prompts(z)
+    img = (height // 16) * (width // 16)
+    cap, img_pad = padded(txt, 32), padded(img, 32)
+    assert cap > txt and img_pad >= img
+    refiners = len(dit.context_refiner)
+    assert refiners == len(dit.noise_refiner) == 2
+    base = run_sized(z, a, width, height)
+    lengths = [c.q.shape[2] for c in base]
+    assert lengths == [cap] * refiners + [img_pad] * refiners + [cap + img_pad] * len(dit.layers)
+    for i, c in enumerate(base):
+        assert c.kwargs.get("skip_reshape") is True and c.heads == 2
+        assert c.args == (None,) and "mask" not in c.kwargs  # the (absent) mask is passed positionally
+        assert tuple(c.q.shape) == tuple(c.k.shape) == tuple(c.v.shape) == (1, 2, lengths[i], 128)
+        joint = i >= 2 * refiners
+        block = (c.options["block_type"], c.options["block_index"])
+        if not joint:
+            assert block == (None, None)
+        elif block != (None, None):  # 0.33 sets them on the main layers; 0.3.75 sets none
+            assert block == ("double", i - 2 * refiners)
+    text_changed, image_changed = run_sized(z, a_text_b, width, height), run_sized(z, a, width, height, seed=2)
+
+    def same(run_, call, lo, hi, attr="v"):
+        return torch.equal(getattr(base[call], attr)[:, :, lo:hi], getattr(run_[call], attr)[:, :, lo:hi])
+
+    first_text, first_image, first_joint = 0, refiners, 2 * refiners
+    # text-only call: real caption rows follow the prompt, padding rows are the pad token
+    assert not same(text_changed, first_text, 0, txt) and same(text_changed, first_text, txt, cap)
+    pad_v = base[first_text].v[:, :, txt:cap]
+    assert torch.equal(pad_v, pad_v[:, :, :1].expand_as(pad_v))
+    # image-only call: real image rows follow the noise, padding rows (if any) are the pad token
+    assert not same(image_changed, first_image, 0, img) and same(text_changed, first_image, 0, img_pad)
+    assert same(image_changed, first_image, img, img_pad)
+    # joint call: text first; after the separate refiners the caption part depends on the text
+    # only and the image part on the noise only
+    for attr in "qkv":
+        assert not same(text_changed, first_joint, 0, txt, attr) and same(image_changed, first_joint, 0, cap, attr)
+        assert same(text_changed, first_joint, cap, cap + img_pad, attr)
+        assert not same(image_changed, first_joint, cap, cap + img, attr)

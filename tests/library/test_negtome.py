@@ -71,8 +71,10 @@ def with_feature_recorder(entry, model):
 
     def layout_wrapper(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         """Records the layout of every call (also outside NegToMe's window / unpatched)."""
+        segments = None if arch.adapter is None else arch.adapter.call_layout(
+            executor.class_obj.diffusion_model, tuple(x.shape), c_crossattn.shape[1], 0, kwargs, "test")
         layout = negtome_node._CallLayout(chunk_groups(x.shape[0], transformer_options.get("cond_or_uncond")), None,
-                                          c_crossattn.shape[1], arch.image_tokens(x.shape), (1, 1, 1))
+                                          c_crossattn.shape[1], arch.image_tokens(x.shape), (1, 1, 1), segments=segments)
         return executor(x, t, c_concat, c_crossattn, control, {**transformer_options, "negtome_test_layout": layout}, **kwargs)
 
     options["optimized_attention_override"] = recorder

@@ -13,8 +13,8 @@ from negguide.nodes.negtome import NegGuideNegToMe
 from negguide.nodes.vsf import NegGuideVSF
 
 # One cross-attention UNet (VSF's override), one joint DiT (both methods' override).
-VSF_ARCHS = ("sd15", "flux")
-NEGTOME_ARCHS = ("flux", "sd3")
+VSF_ARCHS = ("sd15", "flux", "z_image")
+NEGTOME_ARCHS = ("flux", "sd3", "z_image")
 
 
 def vsf(entry, model):
