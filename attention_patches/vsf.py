@@ -113,49 +113,10 @@ def vsf_cross_attention(
     return attention(q, k, flip_values(v, negative, alpha, rows_active, seq_dim), bias)
 
 
-def vsf_joint_attention(
-    attention: AttentionFn,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    layout: JointLayout,
-    alpha: float,
-    beta: float,
-    rows_active: torch.Tensor,
-    seq_dim: int,
-    output_seq_dim: int,
-) -> torch.Tensor:
-    """Joint-attention VSF with the paper's visibility layout, one fused call per query group.
-
-    ``output_seq_dim`` is the sequence axis of what ``attention`` returns. On inactive rows,
-    image and P queries do not see N at all (plain attention over I and P); N queries are
-    unchanged there, and nothing reads them."""
-    length = k.shape[seq_dim]
-    dtype, device = q.dtype, q.device
-    neg_inf = float("-inf")
-    one_row = torch.ones(1, dtype=torch.bool)
-
-    image_bias = column_bias(length, layout.negative, -beta, rows_active, neg_inf, dtype, device)
-    image_values = flip_values(v, layout.negative, alpha, rows_active, seq_dim)
-    positive_bias = column_bias(length, layout.negative, neg_inf, one_row, neg_inf, dtype, device)
-    negative_bias = column_bias(length, layout.positive, neg_inf, one_row, neg_inf, dtype, device)
-
-    def queries(group: tuple[int, int]) -> torch.Tensor:
-        return q.narrow(seq_dim, group[0], group[1] - group[0])
-
-    outputs = {
-        layout.image: attention(queries(layout.image), k, image_values, image_bias),
-        layout.positive: attention(queries(layout.positive), k, v, positive_bias),
-        layout.negative: attention(queries(layout.negative), k, v, negative_bias),
-    }
-    return torch.cat([outputs[group] for group in sorted(outputs)], dim=output_seq_dim)
-
-
 @dataclass(frozen=True)
 class QueryGroup:
-    """Queries that share one visibility (for layouts with more parts than [P ; N ; I], e.g.
-    padding): ``queries`` and ``hidden`` are half-open sequence ranges; ``hidden`` columns get
+    """Queries that share one visibility (the joint layout's image, P and N groups; a family
+    adapter's groups, e.g. with padding): ``queries`` and ``hidden`` are half-open sequence ranges; ``hidden`` columns get
     bias -inf; a ``flipped`` group reads the negative's columns as Nf (-alpha V_N, bias -beta)."""
 
     queries: tuple[tuple[int, int], ...]
@@ -204,6 +165,35 @@ def vsf_grouped_attention(
     if covered != q.shape[seq_dim]:
         raise ValueError(f"VSF query groups cover {covered} of {q.shape[seq_dim]} queries")
     return torch.cat([piece for _, piece in pieces], dim=output_seq_dim)
+
+
+def vsf_joint_attention(
+    attention: AttentionFn,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    layout: JointLayout,
+    alpha: float,
+    beta: float,
+    rows_active: torch.Tensor,
+    seq_dim: int,
+    output_seq_dim: int,
+) -> torch.Tensor:
+    """Joint-attention VSF with the paper's visibility layout, one fused call per query group
+    (:func:`vsf_grouped_attention`): image queries see I, P and Nf; P queries see I and P; N
+    queries see I and N.
+
+    ``output_seq_dim`` is the sequence axis of what ``attention`` returns. On inactive rows,
+    image and P queries do not see N at all (plain attention over I and P); N queries are
+    unchanged there, and nothing reads them."""
+    groups = [
+        QueryGroup((layout.image,), flipped=True),
+        QueryGroup((layout.positive,), hidden=(layout.negative,)),
+        QueryGroup((layout.negative,), hidden=(layout.positive,)),
+    ]
+    return vsf_grouped_attention(attention, q, k, v, groups=groups, negative=layout.negative, alpha=alpha, beta=beta,
+                                 rows_active=rows_active, seq_dim=seq_dim, output_seq_dim=output_seq_dim)
 
 
 def negative_attention_mass(
