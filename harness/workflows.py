@@ -55,6 +55,12 @@ VIEW_SIZE = (1860, 900)
 """The canvas of the ComfyUI frontend in a 1920x1080 browser window, about (the frontend's side
 bar and menu and the browser's own bars take the rest): every workflow opens fitted into it."""
 VIEW_MARGIN = 40
+READABLE_SCALE = 0.7
+VIEW_ANCHOR = (90, 70)
+"""Where a graph too large to fit at READABLE_SCALE puts its top-left corner on screen: right of
+the frontend's side bar and below its tab and tool bars (1.49)."""
+"""The smallest zoom a workflow opens at: below ~0.6 the frontend draws nodes without their
+widgets (LiteGraph's low-quality rendering) and titles become hard to read."""
 
 # Real file name -> harness/standins.py stand-in. Every "models" entry of a bundled workflow must
 # have one (tests/server/test_workflows.py checks), so a new workflow on a new model fails loudly.
@@ -111,12 +117,18 @@ def graph_bounds(nodes: list[dict], title_height: float = 30) -> tuple[float, fl
     return min(lefts), min(tops), max(rights), max(bottoms)
 
 
-def fit_view(nodes: list[dict], view: tuple[int, int] = VIEW_SIZE, margin: int = VIEW_MARGIN) -> dict:
+def fit_view(nodes: list[dict], view: tuple[int, int] = VIEW_SIZE, margin: int = VIEW_MARGIN,
+             min_scale: float = READABLE_SCALE) -> dict:
     """The workflow's ``extra.ds`` (LiteGraph's canvas offset and scale: screen = (pos + offset) *
-    scale) that shows every node, centred, in ``view``, never enlarged beyond 1:1."""
+    scale): every node, centred, in ``view``, never enlarged beyond 1:1 — unless that needs a zoom
+    below ``min_scale``; then the graph opens at ``min_scale`` with its top-left corner (the note
+    and the first nodes, where a graph is read from) at VIEW_ANCHOR, and the rest is a pan away. ``min_scale=0`` always fits the whole graph."""
     left, top, right, bottom = graph_bounds(nodes)
     scale = min(1.0, (view[0] - 2 * margin) / (right - left), (view[1] - 2 * margin) / (bottom - top))
     scale = math.floor(scale * 1000) / 1000
+    if scale < min_scale:
+        return {"scale": min_scale, "offset": [round(VIEW_ANCHOR[0] / min_scale - left, 1),
+                                               round(VIEW_ANCHOR[1] / min_scale - top, 1)]}
     offset = [round((view[0] / scale - (right - left)) / 2 - left, 1),
               round((view[1] / scale - (bottom - top)) / 2 - top, 1)]
     return {"scale": scale, "offset": offset}

@@ -82,6 +82,15 @@ const done = arguments[arguments.length - 1];
 fetch('/api/settings/Comfy.TutorialCompleted', {method: 'POST', body: 'true'}).then(r => done(r.status));
 """
 
+SET_VIEW_JS = """
+// The frontend loads an output image when its node is on screen: show the whole graph first.
+const [scale, offset] = arguments;
+app.canvas.ds.scale = scale;
+app.canvas.ds.offset = offset;
+app.canvas.setDirty(true, true);
+"""
+
+
 IMAGE_SHOWN_JS = """
 // Node ids are ints in some frontends, strings in others: match the id's spelling, not its type.
 const node = app.graph.nodes.find(n => String(n.id) === String(arguments[0]));
@@ -248,6 +257,8 @@ def test_shapes_world_workflow_runs_from_the_browser(browser, server, object_inf
                          RUN_TIMEOUT, "the run queued by the browser to finish")
     history = server.wait(prompt_id, timeout=RUN_TIMEOUT)
     assert server.output_images(history), "the run saved no image"
+    whole = wf.fit_view(workflow["nodes"], min_scale=0)  # the workflow opens readable, not whole
+    browser.execute_script(SET_VIEW_JS, whole["scale"], whole["offset"])
     sources = [wait_for(lambda node_id=node_id: browser.execute_script(IMAGE_SHOWN_JS, node_id), PAGE_TIMEOUT,
                         f"the image of node {node_id} to appear") for node_id in savers]
     assert all("/view?" in src for src in sources), sources
@@ -363,3 +374,5 @@ def test_blip2_loader_without_models_says_where_to_put_one(browser, server, tmp_
         finally:
             browser.get(server.url)
             wait_for(lambda: browser.execute_script(APP_READY_JS), PAGE_TIMEOUT, "the ComfyUI frontend to start")
+
+
