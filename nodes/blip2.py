@@ -16,6 +16,7 @@ captioned by BLIP-2 and the caption becomes the negative prompt).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -171,6 +172,28 @@ def is_resource_error(err: BaseException) -> bool:
     return isinstance(err, (MemoryError, oom))
 
 
+@contextlib.contextmanager
+def reported_as_broken(path: str, what, limit: int | None = None):
+    """Any error raised inside (except running out of memory) becomes ``broken_model(path, ...)``:
+    ``what`` (or ``what(err)``) followed by the error's type and text (cut to ``limit`` characters),
+    the original chained."""
+    try:
+        yield
+    except Exception as err:
+        if is_resource_error(err):
+            raise
+        described = what(err) if callable(what) else what
+        raise broken_model(path, f"{described} ({type(err).__name__}: {str(err)[:limit]})") from err
+
+
+def _weights_error(err: BaseException) -> str:
+    text = str(err).lower()
+    if "mismatch" in text or ("size" in text and "shape" in text):
+        return "config.json does not match the weights (tensor shapes differ)"
+    return ("the weights cannot be loaded with this config.json (a weight file is damaged or incomplete, or "
+            "config.json belongs to another model)")
+
+
 def check_weight_files(path: str) -> None:
     """ValueError naming the file when a safetensors weight file is garbage or truncated (its
     header does not parse, or the file is shorter than the header says), or a shard that the
@@ -191,14 +214,10 @@ def check_weight_files(path: str) -> None:
     for file in files:
         if not file.endswith(".safetensors"):
             continue
-        try:
+        # safetensors raises its own SafetensorError (and OSError)
+        with reported_as_broken(path, f"the weight file {file} is damaged or incomplete"):
             with safetensors.safe_open(os.path.join(path, file), framework="pt") as f:
                 f.keys()
-        except Exception as err:  # safetensors raises its own SafetensorError (and OSError)
-            if is_resource_error(err):
-                raise
-            raise broken_model(path, f"the weight file {file} is damaged or incomplete "
-                                     f"({type(err).__name__}: {err})") from err
 
 
 def load_blip2(path: str, dtype: torch.dtype, name: str = "") -> Blip2Model:
@@ -206,33 +225,15 @@ def load_blip2(path: str, dtype: torch.dtype, name: str = "") -> Blip2Model:
 
     check_model_dir(path)
     check_weight_files(path)
-    try:
+    with reported_as_broken(path, "config.json is not a valid BLIP-2 configuration"):
         config = Blip2Config.from_pretrained(path, local_files_only=True)
-    except Exception as err:
-        if is_resource_error(err):
-            raise
-        raise broken_model(path, f"config.json is not a valid BLIP-2 configuration ({type(err).__name__}: {err})") from err
-    try:
+    with reported_as_broken(path, "the image processor or tokenizer files (preprocessor_config.json / "
+                                  "processor_config.json, tokenizer.json / vocab.json, tokenizer_config.json) cannot "
+                                  "be read"):
         processor = Blip2Processor.from_pretrained(path, local_files_only=True)
-    except Exception as err:
-        if is_resource_error(err):
-            raise
-        raise broken_model(path, "the image processor or tokenizer files (preprocessor_config.json / "
-                                 "processor_config.json, tokenizer.json / vocab.json, tokenizer_config.json) cannot "
-                                 f"be read ({type(err).__name__}: {err})") from err
-    try:
+    with reported_as_broken(path, _weights_error, limit=500):
         model, info = Blip2ForConditionalGeneration.from_pretrained(
             path, config=config, dtype=dtype, local_files_only=True, output_loading_info=True)
-    except Exception as err:
-        if is_resource_error(err):
-            raise
-        text = str(err).lower()
-        if "mismatch" in text or ("size" in text and "shape" in text):
-            what = "config.json does not match the weights (tensor shapes differ)"
-        else:
-            what = "the weights cannot be loaded with this config.json (a weight file is damaged or incomplete, or " \
-                   "config.json belongs to another model)"
-        raise broken_model(path, f"{what} ({type(err).__name__}: {str(err)[:500]})") from err
     problems = []
     for key, meaning in (("missing_keys", "missing from the weights"), ("mismatched_keys", "of another shape in the weights")):
         keys = sorted(str(k) for k in (info.get(key) or ()))
