@@ -49,6 +49,7 @@ import comfy.samplers
 import node_helpers
 from comfy_api.latest import io
 
+from ..attention_patches.override_chain import describe
 from ..guidance.dng import DNGParams, PosteriorTracker, add_negative_guidance, guide_t2i
 
 LOG = logging.getLogger(__name__)
@@ -153,10 +154,6 @@ def set_guarded_pre_cfg(patched, pre_cfg, who: str, disable_cfg1_optimization: b
     return guarded
 
 
-def _describe(fn) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-
-
 def tracker_of_model(model) -> PosteriorTracker | None:
     for fn in model.model_options.get("sampler_pre_cfg_function", []):
         tracker = getattr(fn, TRACKER_ATTR, None)
@@ -233,7 +230,7 @@ def apply_dng(model, params: DNGParams, tracking: bool = True):
         later = fns[position + 1:] if position is not None else []
         if later:
             raise ValueError(
-                f"{who}: {', '.join(_describe(fn) for fn in later)} was applied to the model after {who}; it would act "
+                f"{who}: {', '.join(describe(fn) for fn in later)} was applied to the model after {who}; it would act "
                 f"on DNG's already-combined prediction and have no effect. Apply that node before {who} "
                 f"(between the checkpoint loader and {who})."
             )
@@ -333,7 +330,7 @@ class DNGGuider(comfy.samplers.CFGGuider):
                 base = d_empty + (d_pos - d_empty) * self.cfg  # = ComfyUI's cfg_function
             denoised = base if d_neg is None else add_negative_guidance(base, d_pos, d_neg, lam)
         else:
-            if cfg_function is not None and self.conds.get("empty_negative_prompt") is None:
+            if cfg_function is not None:  # d_empty is None: no empty_conditioning was connected
                 raise ValueError(
                     f"{self.who}: the model has a CFG function (sampler_cfg_function, set by e.g. RescaleCFG), but "
                     "without empty_conditioning this guider does no CFG for it to act on; connect empty_conditioning."
