@@ -410,6 +410,12 @@ def _clip_config(hidden: int, heads: int = 2, layers: int = 3, projection: int |
             "num_hidden_layers": layers, "projection_dim": projection or hidden}
 
 
+def _qwen3_config(hidden: int, layers: int) -> dict:
+    """A tiny Qwen3 text model (one attention head, one KV head: the cheapest encode)."""
+    return {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": layers,
+            "num_attention_heads": 1, "num_key_value_heads": 1}
+
+
 def _t5_config(d_model: int, heads: int = 2, layers: int = 2, model_type: str = "t5") -> dict:
     return {"d_model": d_model, "d_ff": 2 * d_model, "d_kv": d_model // heads, "num_heads": heads,
             "num_layers": layers, "num_decoder_layers": layers, "model_type": model_type}
@@ -544,9 +550,7 @@ def _build_flux2(name, seed):
         comfy.ldm.flux.model.FluxParams)
     model = _diffusion(name, seed, comfy.supported_models.Flux2, unet_config)
     clip = _clip(name, seed, comfy.text_encoders.flux.KleinTokenizer, comfy.text_encoders.flux.klein_te(),
-                 {"qwen3_4b_model_config": {"hidden_size": te_hidden, "intermediate_size": 2 * te_hidden,
-                                            "num_hidden_layers": 28, "num_attention_heads": 1,
-                                            "num_key_value_heads": 1}})
+                 {"qwen3_4b_model_config": _qwen3_config(te_hidden, layers=28)})
     return model, clip, _flux2_vae(name, seed)
 
 
@@ -626,10 +630,7 @@ def _build_z_image(name, seed):
                    "pad_tokens_multiple": 32}
     model = _diffusion(name, seed, comfy.supported_models.ZImage, unet_config)
     clip = _clip(name, seed, comfy.text_encoders.z_image.ZImageTokenizer, comfy.text_encoders.z_image.te(),
-                 {"qwen3_4b_model_config": {"hidden_size": te_hidden, "intermediate_size": 2 * te_hidden,
-                                            # layer -2 (Z-Image's) needs at least 3 layers
-                                            "num_hidden_layers": 3, "num_attention_heads": 1,
-                                            "num_key_value_heads": 1}})
+                 {"qwen3_4b_model_config": _qwen3_config(te_hidden, layers=3)})  # layer -2 (Z-Image's) needs >= 3
     return model, clip, _taesd_vae(name, seed, 16)
 
 

@@ -239,9 +239,18 @@ def test_frontend_loads_workflow_without_errors(path, browser, object_info):
     assert api_inputs(result["output"]) == wf.to_api(workflow, object_info)
 
 
-def test_shapes_world_workflow_runs_from_the_browser(browser, server, object_info):
+def run_from_browser(browser, server) -> dict:
+    """Press the frontend's Run button and wait for that run to finish; its history entry."""
     from selenium.webdriver.common.by import By
 
+    before = set(server.get("/history") or {})
+    browser.find_element(By.CSS_SELECTOR, '[data-testid="queue-button"]').click()
+    prompt_id = wait_for(lambda: next(iter(set(server.get("/history") or {}) - before), None),
+                         RUN_TIMEOUT, "the run queued by the browser to finish")
+    return server.wait(prompt_id, timeout=RUN_TIMEOUT)
+
+
+def test_shapes_world_workflow_runs_from_the_browser(browser, server, object_info):
     shapes = wf.cpu_demo_files()
     assert shapes, f"no workflows/NN {wf.CPU_DEMO_MARK}*.json to queue"
     path = shapes[0]
@@ -250,12 +259,8 @@ def test_shapes_world_workflow_runs_from_the_browser(browser, server, object_inf
     prompt = wf.to_api(workflow, object_info)
     savers = [node_id for node_id, node in prompt.items() if node["class_type"] == "SaveImage"]
     assert savers, f"{path.name} has no SaveImage node"
-    before = set(server.get("/history") or {})
 
-    browser.find_element(By.CSS_SELECTOR, '[data-testid="queue-button"]').click()
-    prompt_id = wait_for(lambda: next(iter(set(server.get("/history") or {}) - before), None),
-                         RUN_TIMEOUT, "the run queued by the browser to finish")
-    history = server.wait(prompt_id, timeout=RUN_TIMEOUT)
+    history = run_from_browser(browser, server)
     assert server.output_images(history), "the run saved no image"
     whole = wf.fit_view(workflow["nodes"], min_scale=0)  # the workflow opens readable, not whole
     browser.execute_script(SET_VIEW_JS, whole["scale"], whole["offset"])
@@ -272,19 +277,13 @@ def test_shapes_world_workflow_runs_from_the_browser(browser, server, object_inf
 def run_in_browser_and_read_node_text(browser, server, path, changes, node_type, needle):
     """Load ``path`` as the Templates menu does, set widgets ({node type: {widget: value}}), press
     Run, and wait until the ``node_type`` node shows ``needle``; returns the text, keeps a screenshot."""
-    from selenium.webdriver.common.by import By
-
     workflow = wf.load(path)
     load_in_browser(browser, path)
     ids = {node["type"]: node["id"] for node in workflow["nodes"]}
     for node, values in changes.items():
         for name, value in values.items():
             assert browser.execute_script(SET_WIDGET_JS, ids[node], name, value) == value
-    before = set(server.get("/history") or {})
-    browser.find_element(By.CSS_SELECTOR, '[data-testid="queue-button"]').click()
-    prompt_id = wait_for(lambda: next(iter(set(server.get("/history") or {}) - before), None),
-                         RUN_TIMEOUT, "the run queued by the browser to finish")
-    history = server.wait(prompt_id, timeout=RUN_TIMEOUT)
+    history = run_from_browser(browser, server)
     if needle is None:  # the text is what the node returned (a caption): find that on the node
         needle = history["outputs"][str(ids[node_type])]["text"][0]
     last = {}
