@@ -277,15 +277,26 @@ class NegGuideDNG(io.ComfyNode):
 # ----------------------------------------------------------------------------- GUIDER
 
 
+POSTERIOR_REFERENCES = ("positive", "empty")
+"""What the posterior p(negative | x_t) weighs the negative branch against: the positive
+prediction, or the empty prompt's (the unconditional model of the paper's Bayes rule; used when
+empty_conditioning is connected and cfg != 1, else the positive). NegBench v2 (issue 15,
+decision 4b): against the positive, p stays at or below its prior for every negative (DNG then
+does nothing); against the empty prompt it rises most for the related negative."""
+
+
 class DNGGuider(comfy.samplers.CFGGuider):
     """CFGGuider with DNG: [positive, empty, negative] in one calc_cond_batch per step."""
 
     who = "NegGuideDNGGuider"
 
-    def __init__(self, model_patcher, params: DNGParams, tracking: bool = True):
+    def __init__(self, model_patcher, params: DNGParams, tracking: bool = True, posterior_reference: str = "positive"):
         super().__init__(model_patcher)
         self.params = params
         self.tracker = PosteriorTracker(params, tracking=tracking)
+        if posterior_reference not in POSTERIOR_REFERENCES:
+            raise ValueError(f"{self.who}: posterior_reference must be one of {', '.join(POSTERIOR_REFERENCES)}.")
+        self.posterior_reference = posterior_reference
 
     def set_conds(self, positive, negative, empty=None):
         conds = {"positive": positive, "negative": negative}
@@ -316,7 +327,8 @@ class DNGGuider(comfy.samplers.CFGGuider):
         d_pos, d_empty, d_neg = out
         d_empty = d_empty if empty is not None else None
         d_neg = d_neg if negative is not None else None
-        lam = self.tracker.observe(x, float(timestep.max()), sample_sigmas(model_options), d_pos, d_neg,
+        d_ref = d_empty if self.posterior_reference == "empty" and d_empty is not None else d_pos
+        lam = self.tracker.observe(x, float(timestep.max()), sample_sigmas(model_options), d_ref, d_neg,
                                    is_flow(self.inner_model))
         cfg_function = model_options.get("sampler_cfg_function")
         if d_empty is not None:
@@ -371,8 +383,10 @@ class NegGuideDNGGuider(io.ComfyNode):
             ] + _param_inputs() + [
                 io.Conditioning.Input("empty_conditioning", optional=True,
                                       tooltip="Optional: the empty prompt encoded. Connected: CFG on the positive "
-                                              "plus DNG (3 predictions per step). Not connected: the positive "
-                                              "replaces the unconditional branch (2 predictions)."),
+                                              "plus DNG (3 predictions per step), and the posterior weighs the negative "
+                                              "against the empty prompt's prediction (the paper's Bayes rule). Not "
+                                              "connected: the positive replaces the unconditional branch (2 predictions) "
+                                              "and is the posterior's reference."),
             ],
             outputs=[io.Guider.Output()],
         )
@@ -388,7 +402,7 @@ class NegGuideDNGGuider(io.ComfyNode):
             raise ValueError("NegGuideDNGGuider: the positive conditioning is missing or empty.")
         if tracker_of_model(model) is not None:
             raise ValueError("NegGuideDNGGuider: this model is patched by NegGuideDNG already; use one of the two.")
-        guider = DNGGuider(model, params)
+        guider = DNGGuider(model, params, posterior_reference="empty" if empty_conditioning is not None else "positive")
         guider.set_conds(positive, negative, empty_conditioning)
         guider.set_cfg(cfg)
         return io.NodeOutput(guider)

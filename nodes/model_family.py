@@ -20,6 +20,13 @@ _FAMILY_OF_MODEL_CLASS = tuple((cls, family) for cls, family in (
 ) if cls is not None)
 _UNET_BASED = comfy.model_base.BaseModel
 
+_UNREACHABLE = tuple((cls, name, why) for cls, name, why in (
+    (getattr(comfy.model_base, "ErnieImage", None), "ERNIE-Image",
+     "its attention calls do not pass transformer_options, so neither ComfyUI's attention override nor any "
+     "attention patch ever sees them"),
+) if cls is not None)
+"""Families whose attention no public hook reaches (class, name, why): refused with the reason."""
+
 
 def _spatial_patch_size(diffusion_model) -> int | None:
     """The patch size the diffusion model itself uses over height and width (an int, or the last
@@ -35,6 +42,12 @@ def architecture_of(model, method: str, supported: tuple[str, ...]) -> Architect
     ValueError naming the model class and what to use instead. The patch size is the model's own
     where it states one (a checkpoint of a family may differ from the family's usual one)."""
     base_model = model.model
+    for cls, name, why in _UNREACHABLE:
+        if isinstance(base_model, cls):
+            raise ValueError(
+                f"{method} cannot act on {name} models: {why}. Use CFG with a negative prompt, or "
+                "NegGuideDNG / NegGuideDNS, which act on the model's predictions, not inside its attention."
+            )
     family = None
     for cls, name in _FAMILY_OF_MODEL_CLASS:
         if isinstance(base_model, cls):

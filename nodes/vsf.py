@@ -60,17 +60,17 @@ def _real_length(sub_tokenizer, batch: list) -> int:
     return max((i + 1 for i, token in enumerate(ids) if token != pad), default=0)
 
 
-def encode_negative(clip, text: str) -> torch.Tensor:
-    """The negative prompt's token embeddings [1, n, D] with every padding token removed.
+def _negative_parts(clip, text: str) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """``text``'s real (unpadded) token embeddings: one [1, n_i, D] per fixed-length window
+    (CLIP), in order, and the variable-length encoders' tokens [1, m, D] (or None).
 
     Variable-length encoders (T5 family, LLMs) get each token list cut after its end token before
     encoding, so padding never enters them (T5 attends to its padding). Fixed-length encoders
     (CLIP: 77 positions) must see their full window; CLIP is causal, so its real tokens do not
-    depend on the padding, and the padded positions are cut from the output instead. A negative
+    depend on the padding, and the padded positions are cut from the output instead. A text
     longer than one CLIP window is split into windows by ComfyUI's tokenizer exactly as a long
-    prompt is (each window encoded on its own, the windows' outputs concatenated); every window's
-    real tokens are kept, in order. ComfyUI puts the fixed-length part first in the context
-    (SD3: [CLIP-L|G windows ; T5])."""
+    prompt is (each window encoded on its own). ComfyUI puts the fixed-length part first in the
+    context (SD3: [CLIP-L|G windows ; T5])."""
     tokens = clip.tokenize(text)
     encoder_input, fixed_real, fixed_window, variable_len = {}, None, 0, 0
     for key, batches in tokens.items():
@@ -91,19 +91,52 @@ def encode_negative(clip, text: str) -> torch.Tensor:
     encoded = clip.encode_from_tokens(encoder_input)
     context_len = encoded.shape[1]
     if fixed_real is None:  # every encoder saw its real tokens only (LLM encoders may drop a template)
-        return encoded
+        return [], encoded
     fixed_len = fixed_window * len(fixed_real)
     fixed_parts = [encoded[:, i * fixed_window:i * fixed_window + real] for i, real in enumerate(fixed_real)]
     if context_len == fixed_len + variable_len:
-        return torch.cat([*fixed_parts, encoded[:, fixed_len:]], dim=1)
+        return fixed_parts, encoded[:, fixed_len:]
     if context_len == fixed_len:  # no variable-length encoder loaded (SD3 without T5)
-        return torch.cat(fixed_parts, dim=1)
+        return fixed_parts, None
     if context_len == variable_len:  # the fixed-length encoder only feeds the pooled vector (Flux)
-        return encoded
+        return [], encoded
     raise ValueError(
         f"NegGuideVSF: cannot separate the negative prompt's tokens from padding for this text encoder "
         f"({context_len} context tokens from {len(fixed_real)} windows of {fixed_window} + {variable_len})."
     )
+
+
+def text_independent_prefix(tokens: torch.Tensor, reference: torch.Tensor) -> int:
+    """How many leading tokens of ``tokens`` [1, n, D] equal those of ``reference`` [1, m, D]
+    (another text's encoding through the same encoder): tokens that say nothing about the text.
+
+    A causal encoder's start token (CLIP's BOS, an LLM's chat-template prefix) sees only itself,
+    so its output is the same for every text; flipping it in VSF would push every image token
+    away from what the positive's own start token says, whatever the negative is."""
+    count = 0
+    for a, b in zip(tokens[0], reference[0]):
+        if not torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5 * float(b.float().abs().max().clamp(min=1.0))):
+            break
+        count += 1
+    return count
+
+
+def encode_negative(clip, text: str, drop_text_independent: bool = True) -> torch.Tensor:
+    """The negative prompt's token embeddings [1, n, D]: no padding, and (``drop_text_independent``)
+    no leading token that every text encodes the same (see :func:`text_independent_prefix`;
+    compared with the empty text through the same path), in every CLIP window and in the
+    variable-length part. Windows and parts keep their order."""
+    fixed, variable = _negative_parts(clip, text)
+    if drop_text_independent:
+        empty_fixed, empty_variable = _negative_parts(clip, "")
+        if fixed and empty_fixed:
+            fixed = [part[:, text_independent_prefix(part, empty_fixed[0]):] for part in fixed]
+        if variable is not None and empty_variable is not None:
+            variable = variable[:, text_independent_prefix(variable, empty_variable):]
+    tokens = torch.cat([*fixed, *([variable] if variable is not None else [])], dim=1)
+    if tokens.shape[1] == 0:
+        raise ValueError(f"NegGuideVSF: the negative prompt {text!r} encodes to no text-specific token; write the concept to avoid.")
+    return tokens
 
 
 @dataclass

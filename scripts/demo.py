@@ -5,8 +5,11 @@ UI-format files users open from the Templates menu), converts it to the API form
 frontend does, queues it with the workflow attached (so SaveImage embeds both the prompt and the
 workflow in each PNG, as in the browser), and copies the images to ``out/demo/<workflow>/``. A
 comparison sheet (one row per workflow, its images left to right) is written to
-``out/demo/comparison.png``. The shapes-world models are bundled with the pack, so nothing is
-downloaded; the whole run takes well under a minute once the host is set up.
+``out/demo/comparison.png``. Then one labelled sheet per method, ``out/demo/sheet_<method>.png``:
+rows = NegBench's prompts with the negative written on each row, columns = the method's
+baseline (same seeds, same cfg) | the method, on the family the method is meant for
+(:data:`SHEET_FAMILIES`). The shapes-world models are bundled with the pack, so nothing is
+downloaded; the whole run takes about a minute once the host is set up.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-from _pack import ROOT, load_pack
+from _pack import ROOT, boot, load_pack
 
 OUT = ROOT / "out" / "demo"
+SHEET_FAMILIES = {"vsf": "flux", "negtome": "flux", "cfg": "sd3", "dng": "sd15", "dns": "sd15"}
+"""The shapes-world family each method's sheet shows: VSF and NegToMe on the few-step patch-1
+Flux at cfg 1, CFG on the SD3 MMDiT, DNG and DNS on the many-step SD1.5-style UNet."""
+SHEET_IMAGES = 4
 
 
 def shapes_workflows() -> list[Path]:
@@ -42,6 +49,22 @@ def comparison_sheet(rows: list[tuple[str, list[Path]]], path: Path, tile: int =
             sheet.paste(picture, (pad + i * (tile + pad), y + label_h))
         y += tile + label_h + pad
     sheet.save(path)
+
+
+def method_sheets() -> None:
+    """One plain | method sheet per method (related negatives, seed 0), in this process."""
+    boot()
+    import torch
+
+    from negguide.shapes_world import negbench, sheets
+
+    torch.set_num_threads(1)
+    for method, family in SHEET_FAMILIES.items():
+        t0 = time.perf_counter()
+        kinds = ("related",) if negbench.METHODS[method].takes_negative else ("none",)
+        for cell in negbench.run(family, (method,), seeds=(0,), batch=SHEET_IMAGES, kinds=kinds):
+            sheets.comparison_sheet(cell, OUT / f"sheet_{method}.png", per_side=SHEET_IMAGES)
+        print(f"[demo] sheet_{method}.png ({family}) in {time.perf_counter() - t0:.1f} s", flush=True)
 
 
 def main() -> int:
@@ -74,6 +97,7 @@ def main() -> int:
             rows.append((name, copied))
             print(f"[demo] {number}/{len(files)} {path.stem}: {len(copied)} images in {time.perf_counter() - t0:.1f} s", flush=True)
     comparison_sheet(rows, OUT / "comparison.png")
+    method_sheets()
     print(f"[demo] done in {time.perf_counter() - start:.0f} s: {OUT.relative_to(ROOT)}/ (comparison.png, "
           f"one folder per workflow; each PNG embeds its prompt and workflow)")
     return 0

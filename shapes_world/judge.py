@@ -2,7 +2,7 @@
 
 Outputs one presence logit per :data:`world.CONCEPTS` and one logit per :data:`world.SCENES`.
 It is trained on generated scenes (clean and round-tripped through the shapes-world VAE, with
-blur and noise) and is the ground-truth oracle of NegBench-mini. Plain torch, no ComfyUI.
+blur and noise) and is the ground-truth oracle of NegBench. Plain torch, no ComfyUI.
 """
 
 from __future__ import annotations
@@ -48,20 +48,36 @@ def split_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return logits[:, :n], logits[:, n:]
 
 
+def _judge_input(images: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE [B, H, W, 3] -> the judge's [B, 3, 64, 64] (area-resized when needed)."""
+    x = images.permute(0, 3, 1, 2).float()
+    if x.shape[-2:] != (world.SIZE, world.SIZE):
+        x = nn.functional.interpolate(x, size=(world.SIZE, world.SIZE), mode="area")
+    return x
+
+
 @torch.no_grad()
 def judge_images(judge: Judge, images: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Presence probabilities [B, C] and scene index [B] of images [B, H, W, 3] in [0, 1]
     (ComfyUI's IMAGE layout; resized to 64x64 when needed)."""
     judge.eval()
-    x = images.permute(0, 3, 1, 2).float()
-    if x.shape[-2:] != (world.SIZE, world.SIZE):
-        x = nn.functional.interpolate(x, size=(world.SIZE, world.SIZE), mode="area")
+    x = _judge_input(images)
     presence, scenes = [], []
     for chunk in x.split(batch):
         concept_logits, scene_logits = split_logits(judge(chunk))
         presence.append(torch.sigmoid(concept_logits))
         scenes.append(scene_logits.argmax(-1))
     return torch.cat(presence), torch.cat(scenes)
+
+
+@torch.no_grad()
+def image_features(judge: Judge, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """The judge's features [B, F] (its last conv block, flattened: what the presence head reads)
+    of images [B, H, W, 3] in [0, 1]: NegBench's space for measuring diversity, in which two
+    images differ when their content does, not when their pixels are noisy."""
+    judge.eval()
+    x = _judge_input(images)
+    return torch.cat([judge.features(chunk * 2 - 1).flatten(1) for chunk in x.split(batch)])
 
 
 def concept_index(name: str) -> int:

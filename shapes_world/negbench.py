@@ -1,31 +1,38 @@
-"""NegBench-mini: negative guidance measured in the shapes world, against its ground-truth judge.
+"""NegBench v2: negative guidance measured in the shapes world, with controls and intervals.
 
-For every prompt item of a prompt file (``shapes_world/prompts/negbench_mini.json`` by default:
-a prompt, a negative, whether the negative is related to the prompt's scene, the concepts
-involved) and every method, one batch of images is sampled from fixed seeds through ComfyUI's
-own sampler and NegGuide's own nodes, then judged. Metrics per method:
+Every prompt of a prompt file (``shapes_world/prompts/negbench.json``: a prompt, its scene, the
+positive concepts, an unrelated concept) is run with three negatives: **related** (the scene's
+implicit object, which the model draws unasked in ~80% of such images), **unrelated** (another
+scene's implicit object, which never appears in this scene) and **neutral** (a word the text
+encoder knows that no image ever shows: the control). Every number is measured on the scene's
+implicit object (the *target*), the positive concepts and the scene, by the judge, and compared
+image by image (same seeds, same noise) with the method's **baseline at the same cfg**:
 
-- ``neg_present``: share of images of RELATED items that contain the negative concept (lower is
-  better; "negative compliance" = 1 - this);
-- ``pos_ok``: share of images with every positive concept present and the right scene;
-- ``unrelated_change``: mean absolute pixel change (0-255 scale) an UNRELATED negative causes
-  against the method's own no-negative image (same seed, same cfg): lower is better;
-- ``diversity``: mean pairwise RMS pixel distance between the images of a batch (0-255 scale);
-- ``time``: sampling seconds per batch relative to ``none``.
+- VSF and NegToMe: the plain model at the plain cfg (1 for the few-step flow models);
+- CFG, DNG and DNS: CFG at the guided cfg with an empty negative.
 
-Methods: ``none`` (the family's plain setting: cfg 1 for the few-step flow models, cfg w for
-SD1.5), ``cfg`` (constant negative prompting at cfg w), ``vsf`` (NegGuideVSF at the plain
-setting), ``negtome`` (NegGuideNegToMe diversity mode, no negative), ``dng`` (NegGuideDNGGuider at
-cfg w), ``dns`` (auto-DNP: NegGuideDNS image -> judge caption (the BLIP-2 stand-in) -> cfg w with
-the caption as the negative, per image). Requires ComfyUI booted in this process.
+Per (method, negative kind): ``target`` = share of images with the target present, and its
+paired change against the baseline with a 95% interval (normal approximation over the paired
+per-image differences, >= 64 images over >= 2 seeds per prompt); ``removal_gated`` = the change
+in the share of images where the target is gone **and** the scene and every positive concept
+are there (a removal that destroys the scene does not count); ``pos_ok`` change; ``change`` =
+mean absolute pixel change against the baseline image (0-255); ``diversity`` = mean pairwise
+distance of the judge's features within groups of 8 images, as a ratio to the baseline's; DNG's
+posterior p per image (mean and max over the steps).
+
+Methods: ``cfg``, ``vsf`` (the negative without its text-independent start token, the product
+default), ``vsf_keep_start`` (with it: decision 4a of issue 15), ``negtome`` (diversity mode, no
+negative), ``dng`` (NegGuideDNGGuider, posterior against the empty prompt's prediction),
+``dng_positive_reference`` (posterior against the positive's: decision 4b), ``dns`` (auto-DNP:
+the DNS image of each seed, captioned by the judge, is that seed's negative; run once per
+prompt). Requires ComfyUI booted in this process.
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
 import json
-import time
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -36,8 +43,11 @@ import torch
 from . import judge as judge_module
 from . import models, world as shapes
 
-DEFAULT_PROMPTS = Path(__file__).resolve().parent / "prompts" / "negbench_mini.json"
-METHODS: tuple[str, ...] = ("none", "cfg", "vsf", "negtome", "dng", "dns")
+DEFAULT_PROMPTS = Path(__file__).resolve().parent / "prompts" / "negbench.json"
+KINDS: tuple[str, ...] = ("related", "unrelated", "neutral")
+DIVERSITY_GROUP = 8
+"""Images per diversity group (pairwise distances are taken within a group of one seed batch)."""
+Z95 = 1.959964
 
 
 @dataclass(frozen=True)
@@ -48,9 +58,9 @@ class Setting:
     sampler: str
     scheduler: str
     cfg: float
-    """cfg of the CFG-based methods (cfg, dng, dns)."""
+    """cfg of the CFG-based methods (cfg, dng, dns) and of their baseline."""
     plain_cfg: float
-    """cfg of ``none``, ``vsf`` and ``negtome`` (1 = the CFG-free few-step setting)."""
+    """cfg of vsf, negtome and their baseline (1 = the CFG-free few-step setting)."""
     vsf_scale: float = 3.0
     vsf_bias: float = 0.1
 
@@ -63,24 +73,32 @@ SETTINGS: dict[str, Setting] = {
 
 
 @dataclass(frozen=True)
-class Item:
-    prompt: str
-    negative: str
-    related: bool
-    negative_concept: str
-    positive_concepts: tuple[str, ...]
+class Prompt:
+    text: str
     scene: str
+    positive_concepts: tuple[str, ...]
+    unrelated: str
+    neutral: str
+
+    @property
+    def target(self) -> str:
+        """The concept every effect is measured on: the scene's implicit object."""
+        return shapes.IMPLICIT[self.scene]
+
+    def negative(self, kind: str) -> str:
+        return {"related": self.target, "unrelated": self.unrelated, "neutral": self.neutral}[kind]
 
 
-def load_prompts(path: Path = DEFAULT_PROMPTS) -> list[Item]:
+def load_prompts(path: Path = DEFAULT_PROMPTS) -> list[Prompt]:
     data = json.loads(Path(path).read_text())
-    items = [Item(d["prompt"], d["negative"], bool(d["related"]), d["negative_concept"],
-                  tuple(d["positive_concepts"]), d["scene"]) for d in data["items"]]
-    for item in items:  # fail early on a concept the judge does not know
-        judge_module.concept_index(item.negative_concept)
-        for c in item.positive_concepts:
-            judge_module.concept_index(c)
-    return items
+    prompts = [Prompt(d["prompt"], d["scene"], tuple(d["positive_concepts"]), d["unrelated"], data["neutral"])
+               for d in data["prompts"]]
+    for prompt in prompts:  # fail early on a concept the judge does not know
+        for concept in (*prompt.positive_concepts, prompt.unrelated, prompt.target):
+            judge_module.concept_index(concept)
+        if prompt.scene not in shapes.SCENES:
+            raise ValueError(f"unknown scene {prompt.scene!r}; the shapes world has {', '.join(shapes.SCENES)}")
+    return prompts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,187 +161,380 @@ class World:
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latent).float().clamp(0, 1)
 
-    def judge_images(self, images: torch.Tensor):
-        return judge_module.judge_images(self.judge, images)
+
+@dataclass
+class Sampled:
+    """A method's latents for one (prompt, negative, seed) and what it recorded on the way."""
+
+    latent: torch.Tensor
+    posterior: torch.Tensor | None = None
+    """DNG: p per step and image [T, B]."""
 
 
-def _vsf(world: World, item: Item, seed: int, batch: int, applied: bool) -> torch.Tensor:
-    from ..nodes.vsf import NegGuideVSF
-
-    s = world.setting
-    model = world.model
-    if applied:
-        model = NegGuideVSF.execute(world.model, world.clip, item.negative, s.vsf_scale, s.vsf_bias, 0.0, 1.0).args[0]
-    return world.ksample(model, world.encode(item.prompt), world.encode(""), s.plain_cfg, seed, batch)
+def plain_baseline(world: World, prompt: str, seed: int, batch: int) -> Sampled:
+    return Sampled(world.ksample(world.model, world.encode(prompt), world.encode(""), world.setting.plain_cfg, seed, batch))
 
 
-def _none(world: World, item: Item, seed: int, batch: int, applied: bool) -> torch.Tensor:
-    return world.ksample(world.model, world.encode(item.prompt), world.encode(""), world.setting.plain_cfg, seed, batch)
+def guided_baseline(world: World, prompt: str, seed: int, batch: int) -> Sampled:
+    return Sampled(world.ksample(world.model, world.encode(prompt), world.encode(""), world.setting.cfg, seed, batch))
 
 
-def _cfg(world: World, item: Item, seed: int, batch: int, applied: bool) -> torch.Tensor:
-    return world.ksample(world.model, world.encode(item.prompt), world.encode(item.negative if applied else ""),
-                         world.setting.cfg, seed, batch)
+def _vsf(drop_start_token: bool):
+    def sample(world: World, prompt: str, negative: str, seed: int, batch: int) -> Sampled:
+        from ..nodes.model_family import architecture_of
+        from ..nodes.schedule import SigmaWindow
+        from ..nodes.vsf import SUPPORTED_FAMILIES, apply_vsf, encode_negative
+
+        s = world.setting
+        tokens = encode_negative(world.clip, negative, drop_text_independent=drop_start_token)
+        model = apply_vsf(world.model, architecture_of(world.model, "NegGuideVSF", SUPPORTED_FAMILIES), tokens,
+                          s.vsf_scale, s.vsf_bias, SigmaWindow.from_percents(world.model, 0.0, 1.0, "NegGuideVSF"))
+        return Sampled(world.ksample(model, world.encode(prompt), world.encode(""), s.plain_cfg, seed, batch))
+    return sample
 
 
-def _negtome(world: World, item: Item, seed: int, batch: int, applied: bool) -> torch.Tensor:
+def _cfg(world: World, prompt: str, negative: str, seed: int, batch: int) -> Sampled:
+    return Sampled(world.ksample(world.model, world.encode(prompt), world.encode(negative), world.setting.cfg, seed, batch))
+
+
+def _negtome(world: World, prompt: str, negative: str | None, seed: int, batch: int) -> Sampled:
     from ..nodes.negtome import MODE_DIVERSITY, NegGuideNegToMe
 
-    model = NegGuideNegToMe.execute(world.model, 0.9, 0.65, 0.0, 0.3, MODE_DIVERSITY).args[0] if applied else world.model
-    return world.ksample(model, world.encode(item.prompt), world.encode(""), world.setting.plain_cfg, seed, batch)
+    model = NegGuideNegToMe.execute(world.model, 0.9, 0.65, 0.0, 0.3, MODE_DIVERSITY).args[0]
+    return Sampled(world.ksample(model, world.encode(prompt), world.encode(""), world.setting.plain_cfg, seed, batch))
 
 
-def _dng(world: World, item: Item, seed: int, batch: int, applied: bool) -> torch.Tensor:
-    from ..nodes.dng import NegGuideDNGGuider
+def _dng(posterior_reference: str):
+    def sample(world: World, prompt: str, negative: str, seed: int, batch: int) -> Sampled:
+        from ..guidance.dng import DNGParams
+        from ..nodes.dng import DNGGuider
 
-    if not applied:
-        return world.ksample(world.model, world.encode(item.prompt), world.encode(""), world.setting.cfg, seed, batch)
-    guider = NegGuideDNGGuider.execute(world.model, world.encode(item.prompt), world.encode(item.negative), world.setting.cfg,
-                                       15.0, 0.01, 0.25, 0.003, 1e-6, 0.99, empty_conditioning=world.encode("")).args[0]
-    return world.guider_sample(guider, seed, batch)
+        guider = DNGGuider(world.model, DNGParams().validate(), posterior_reference=posterior_reference)
+        guider.set_conds(world.encode(prompt), world.encode(negative), world.encode(""))
+        guider.set_cfg(world.setting.cfg)
+        latent = world.guider_sample(guider, seed, batch)
+        return Sampled(latent, guider.tracker.curves()["p"])
+    return sample
 
 
-def _dns(world: World, item: Item, seed: int, batch: int, applied: bool) -> torch.Tensor:
+def _dns(world: World, prompt: str, negative: str | None, seed: int, batch: int) -> Sampled:
     """auto-DNP: the DNS image of each seed, captioned by the judge, is that seed's negative."""
     from ..nodes.dns import NegGuideDNS
 
-    positive = world.encode(item.prompt)
-    if not applied:
-        return world.ksample(world.model, positive, world.encode(""), world.setting.cfg, seed, batch)
+    positive = world.encode(prompt)
     dns_model = NegGuideDNS.execute(world.model).args[0]
     dns_images = world.decode(world.ksample(dns_model, positive, world.encode(""), world.setting.cfg, seed, batch))
-    presence, scenes = world.judge_images(dns_images)
+    presence, scenes = judge_module.judge_images(world.judge, dns_images)
     captions = [judge_module.describe(p, s) for p, s in zip(presence, scenes)]
-    return world.ksample(world.model, positive, world.encode_batch(captions), world.setting.cfg, seed, batch)
+    return Sampled(world.ksample(world.model, positive, world.encode_batch(captions), world.setting.cfg, seed, batch))
 
 
-SAMPLERS: dict[str, Callable] = {"none": _none, "cfg": _cfg, "vsf": _vsf, "negtome": _negtome, "dng": _dng, "dns": _dns}
+@dataclass(frozen=True)
+class Method:
+    name: str
+    sample: Callable[..., Sampled]
+    baseline: Callable[..., Sampled]
+    takes_negative: bool
+    """False: run once per prompt (NegToMe: no negative; DNS: it finds its own)."""
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("cfg", _cfg, guided_baseline, True),
+    Method("vsf", _vsf(drop_start_token=True), plain_baseline, True),
+    Method("vsf_keep_start", _vsf(drop_start_token=False), plain_baseline, True),
+    Method("negtome", _negtome, plain_baseline, False),
+    Method("dng", _dng("empty"), guided_baseline, True),
+    Method("dng_positive_reference", _dng("positive"), guided_baseline, True),
+    Method("dns", _dns, guided_baseline, False),
+)}
 
 
 # ----------------------------------------------------------------------------------------------
-# Metrics
-
-
-def pairwise_rms(images: torch.Tensor) -> float:
-    """Mean pairwise RMS distance (0-255 scale) between the images of a batch [B, H, W, 3]."""
-    flat = images.reshape(len(images), -1) * 255.0
-    pairs = list(itertools.combinations(range(len(flat)), 2))
-    return float(np.mean([((flat[i] - flat[j]) ** 2).mean().sqrt().item() for i, j in pairs])) if pairs else 0.0
+# Judging
 
 
 @dataclass
-class ItemResult:
-    method: str
-    item: Item
+class Judged:
+    """Per-image judgements of one batch."""
+
     images: torch.Tensor  # [B, 64, 64, 3]
-    neg_present: float
-    pos_ok: float
-    change: float  # mean |image - own no-negative image| (0-255)
-    diversity: float
-    seconds: float
+    target: np.ndarray  # [B] bool: the prompt's target concept present
+    positives_and_scene: np.ndarray  # [B] bool: every positive concept and the right scene
+    features: torch.Tensor  # [B, F] the judge's features
+
+    @property
+    def gated_absent(self) -> np.ndarray:
+        """Target gone while the scene and the positive concepts survive."""
+        return ~self.target & self.positives_and_scene
 
 
-def run_item(world: World, method: str, item: Item, seed: int, batch: int) -> ItemResult:
-    sample = SAMPLERS[method]
-    reference = world.decode(sample(world, item, seed, batch, applied=False))
-    start = time.perf_counter()
-    latent = sample(world, item, seed, batch, applied=True)
-    seconds = time.perf_counter() - start
+def judge_batch(world: World, prompt: Prompt, latent: torch.Tensor) -> Judged:
     images = world.decode(latent)
-    presence, scenes = world.judge_images(images)
-    neg = presence[:, judge_module.concept_index(item.negative_concept)] > 0.5
-    pos = torch.ones(len(images), dtype=torch.bool)
-    for concept in item.positive_concepts:
-        pos &= presence[:, judge_module.concept_index(concept)] > 0.5
-    pos &= scenes == shapes.SCENES.index(item.scene)
-    return ItemResult(method, item, images, float(neg.float().mean()), float(pos.float().mean()),
-                      float((images - reference).abs().mean() * 255.0), pairwise_rms(images), seconds)
+    presence, scenes = judge_module.judge_images(world.judge, images)
+    ok = scenes == shapes.SCENES.index(prompt.scene)
+    for concept in prompt.positive_concepts:
+        ok &= presence[:, judge_module.concept_index(concept)] > 0.5
+    target = presence[:, judge_module.concept_index(prompt.target)] > 0.5
+    return Judged(images, target.numpy(), ok.numpy(), judge_module.image_features(world.judge, images))
+
+
+def group_diversity(features: torch.Tensor, group: int = DIVERSITY_GROUP) -> np.ndarray:
+    """Mean pairwise Euclidean distance of judge features within consecutive groups of ``group``."""
+    out = []
+    for chunk in features.split(group):
+        if len(chunk) > 1:
+            d = torch.cdist(chunk.double(), chunk.double())
+            out.append(float(d.sum() / (len(chunk) * (len(chunk) - 1))))
+    return np.asarray(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its 95% interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> "Estimate":
+        values = np.asarray(values, dtype=np.float64)
+        n = len(values)
+        if n == 0:
+            return cls(math.nan, math.nan, math.nan, 0)
+        half = Z95 * values.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
+        return cls(float(values.mean()), float(values.mean() - half), float(values.mean() + half), n)
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+
+
+def ratio_estimate(method: np.ndarray, baseline: np.ndarray) -> Estimate:
+    """Ratio of means with a 95% interval by the delta method on paired values."""
+    m, b = np.asarray(method, np.float64), np.asarray(baseline, np.float64)
+    n = len(m)
+    r = m.mean() / b.mean()
+    residual = (m - r * b) / b.mean()
+    half = Z95 * residual.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
+    return Estimate(float(r), float(r - half), float(r + half), n)
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
 
 
 @dataclass
-class Summary:
+class Cell:
+    """One (method, negative kind) of a family, pooled over prompts and seeds (paired arrays)."""
+
     method: str
-    neg_present: float
-    pos_ok: float
-    unrelated_change: float
-    diversity: float
-    time: float
+    kind: str
+    target: list = field(default_factory=list)
+    baseline_target: list = field(default_factory=list)
+    gated: list = field(default_factory=list)
+    baseline_gated: list = field(default_factory=list)
+    positives: list = field(default_factory=list)
+    baseline_positives: list = field(default_factory=list)
+    change: list = field(default_factory=list)
+    diversity: list = field(default_factory=list)
+    baseline_diversity: list = field(default_factory=list)
+    posterior_mean: list = field(default_factory=list)
+    posterior_max: list = field(default_factory=list)
+    examples: dict = field(default_factory=dict)
+    """prompt text -> (negative, baseline images, method images) of the first seed (the sheets)."""
+
+    def add(self, prompt: Prompt, negative: str | None, base: Judged, got: Judged, sampled: Sampled) -> None:
+        self.target.append(got.target)
+        self.baseline_target.append(base.target)
+        self.gated.append(got.gated_absent)
+        self.baseline_gated.append(base.gated_absent)
+        self.positives.append(got.positives_and_scene)
+        self.baseline_positives.append(base.positives_and_scene)
+        self.change.append(((got.images - base.images).abs().mean(dim=(1, 2, 3)) * 255.0).numpy())
+        self.diversity.append(group_diversity(got.features))
+        self.baseline_diversity.append(group_diversity(base.features))
+        if sampled.posterior is not None and sampled.posterior.numel():
+            self.posterior_mean.append(sampled.posterior.mean(0).numpy())
+            self.posterior_max.append(sampled.posterior.max(0).values.numpy())
+        self.examples.setdefault(prompt.text, (negative, base.images, got.images))
+
+    def _cat(self, name: str) -> np.ndarray:
+        values = getattr(self, name)
+        return np.concatenate(values).astype(np.float64) if values else np.zeros(0)
+
+    def summary(self) -> dict:
+        target, base = self._cat("target"), self._cat("baseline_target")
+        out = {
+            "method": self.method, "kind": self.kind, "images": len(target),
+            "target": float(target.mean()), "baseline_target": float(base.mean()),
+            "target_change": Estimate.of(target - base),
+            "gated_removal": Estimate.of(self._cat("gated") - self._cat("baseline_gated")),
+            "positives": float(self._cat("positives").mean()), "baseline_positives": float(self._cat("baseline_positives").mean()),
+            "positives_change": Estimate.of(self._cat("positives") - self._cat("baseline_positives")),
+            "pixel_change": Estimate.of(self._cat("change")),
+            "diversity_ratio": ratio_estimate(self._cat("diversity"), self._cat("baseline_diversity")),
+        }
+        if self.posterior_mean:
+            out["posterior_mean"] = Estimate.of(self._cat("posterior_mean"))
+            out["posterior_max"] = Estimate.of(self._cat("posterior_max"))
+        return out
 
 
-def summarise(results: list[ItemResult]) -> list[Summary]:
-    base_time = np.mean([r.seconds for r in results if r.method == "none"]) if any(r.method == "none" for r in results) else None
-    out = []
-    for method in dict.fromkeys(r.method for r in results):
-        rs = [r for r in results if r.method == method]
-        related = [r for r in rs if r.item.related]
-        unrelated = [r for r in rs if not r.item.related]
-        seconds = np.mean([r.seconds for r in rs])
-        out.append(Summary(method,
-                           float(np.mean([r.neg_present for r in related])) if related else float("nan"),
-                           float(np.mean([r.pos_ok for r in rs])),
-                           float(np.mean([r.change for r in unrelated])) if unrelated else float("nan"),
-                           float(np.mean([r.diversity for r in rs])),
-                           float(seconds / base_time) if base_time else float("nan")))
-    return out
-
-
-def run(family: str, methods: tuple[str, ...] = METHODS, items: list[Item] | None = None, seed: int = 0,
-        batch: int = 8, weights_dir: Path | None = None) -> tuple[list[ItemResult], list[Summary]]:
-    for m in methods:
-        if m not in SAMPLERS:
-            raise ValueError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+def run(family: str, methods: tuple[str, ...] = tuple(METHODS), prompts: list[Prompt] | None = None,
+        seeds: tuple[int, ...] = (0, 1), batch: int = 32, weights_dir: Path | None = None,
+        progress: Callable[[str], None] | None = None, kinds: tuple[str, ...] = (*KINDS, "none")) -> list[Cell]:
+    """Every method x negative kind on ``family``: one Cell each (pooled over prompts and seeds).
+    ``kinds`` restricts the negatives (``none``: the methods that take no negative)."""
+    for name in methods:
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     world = World.load(family, weights_dir)
-    items = items if items is not None else load_prompts()
+    prompts = prompts if prompts is not None else load_prompts()
+    baselines: dict = {}
+    cells: dict[tuple[str, str], Cell] = {}
     with torch.inference_mode():
-        results = [run_item(world, m, item, seed, batch) for m in methods for item in items]
-    return results, summarise(results)
+        for name in methods:
+            method = METHODS[name]
+            method_kinds = [k for k in (KINDS if method.takes_negative else ("none",)) if k in kinds]
+            for prompt in prompts if method_kinds else ():
+                for seed in seeds:
+                    key = (method.baseline, prompt.text, seed)
+                    if key not in baselines:
+                        baselines[key] = judge_batch(world, prompt, method.baseline(world, prompt.text, seed, batch).latent)
+                    for kind in method_kinds:
+                        negative = prompt.negative(kind) if method.takes_negative else None
+                        sampled = method.sample(world, prompt.text, negative, seed, batch)
+                        cells.setdefault((name, kind), Cell(name, kind)).add(
+                            prompt, negative, baselines[key], judge_batch(world, prompt, sampled.latent), sampled)
+            if progress:
+                progress(f"{family}: {name} done")
+    return list(cells.values())
+
+
+# ----------------------------------------------------------------------------------------------
+# Verdicts: does each paper's claim hold here?
+
+
+def _cell(cells: list[Cell], method: str, kind: str) -> dict | None:
+    for c in cells:
+        if c.method == method and c.kind == kind:
+            return c.summary()
+    return None
+
+
+def beyond_control(cells: list[Cell], method: str) -> Estimate | None:
+    """The related negative's effect on the target minus the neutral negative's, paired image by
+    image (same prompts, seeds and noise): what the negative itself does, beyond the method."""
+    related = next((c for c in cells if c.method == method and c.kind == "related"), None)
+    neutral = next((c for c in cells if c.method == method and c.kind == "neutral"), None)
+    if related is None or neutral is None:
+        return None
+    return Estimate.of(related._cat("target") - neutral._cat("target"))
+
+
+def verdicts(cells: list[Cell]) -> list[str]:
+    """One line per claim that these cells can test, each with its numbers."""
+    lines = []
+    for method in ("cfg", "vsf", "vsf_keep_start", "dng", "dng_positive_reference"):
+        related, neutral = _cell(cells, method, "related"), _cell(cells, method, "neutral")
+        if related is None or neutral is None:
+            continue
+        removal, control, beyond = related["target_change"], neutral["target_change"], beyond_control(cells, method)
+        holds = removal.high < 0 and beyond.high < 0
+        lines.append(f"{method}: a related negative removes the target: {removal} vs the baseline, {beyond} beyond the "
+                     f"neutral negative (which changes it by {control}) -> {'holds' if holds else 'not shown'}")
+    cfg_unrelated, dng_unrelated = _cell(cells, "cfg", "unrelated"), _cell(cells, "dng", "unrelated")
+    cfg_related, dng_related = _cell(cells, "cfg", "related"), _cell(cells, "dng", "related")
+    if cfg_unrelated and dng_unrelated and cfg_related and dng_related:
+        c, d = cfg_unrelated["pixel_change"], dng_unrelated["pixel_change"]
+        holds = d.high <= c.mean / 3
+        lines.append(f"dng: an unrelated negative changes the image <= 1/3 of CFG's change: {d.mean:.2f} "
+                     f"[{d.low:.2f}, {d.high:.2f}] vs CFG {c.mean:.2f} -> {'holds' if holds else 'not shown'}")
+        cr, dr = cfg_related["target_change"], dng_related["target_change"]
+        holds = dr.high < 0 and dr.mean <= 0.5 * cr.mean
+        lines.append(f"dng: a related negative removes the target like CFG: {dr} vs CFG {cr} -> {'holds' if holds else 'not shown'}")
+    negtome = _cell(cells, "negtome", "none")
+    if negtome:
+        r, kept = negtome["diversity_ratio"], negtome["positives_change"]
+        holds = r.low >= 1.3 and kept.low >= -0.05
+        lines.append(f"negtome: feature diversity x{r.mean:.2f} [{r.low:.2f}, {r.high:.2f}], compliance change {kept} "
+                     f"-> {'holds (>= 1.3x, compliance kept)' if holds else 'not shown (target >= 1.3x, compliance within -0.05)'}")
+    dns = _cell(cells, "dns", "none")
+    if dns:
+        kept = dns["positives_change"]
+        lines.append(f"dns: auto-DNP changes compliance by {kept}, the target by {dns['target_change']} "
+                     f"-> {'improves compliance' if kept.low > 0 else 'no compliance gain shown'}")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# The judge, checked on generated images
+
+
+def generated_images(cells: list[Cell]) -> torch.Tensor:
+    """Every image the cells kept for their sheets (baselines once), [N, 64, 64, 3]."""
+    seen, images = set(), []
+    for cell in cells:
+        for prompt, (_, baseline, method) in cell.examples.items():
+            base_key = (prompt, id(baseline))
+            if base_key not in seen:
+                seen.add(base_key)
+                images.append(baseline)
+            images.append(method)
+    return torch.cat(images)
+
+
+def judge_agreement(judge: judge_module.Judge, images: torch.Tensor) -> dict:
+    """The judge against the rule-based labeller (:mod:`shapes_world.labeller`: the world's own
+    palette and geometry) on generated images: per-concept and scene agreement."""
+    from . import labeller
+
+    presence, scenes = judge_module.judge_images(judge, images)
+    rule_presence, rule_scenes = labeller.label_images(images.numpy())
+    result = labeller.agreement((presence > 0.5).numpy(), scenes.numpy(), rule_presence, rule_scenes)
+    return {**result, "images": len(images)}
 
 
 # ----------------------------------------------------------------------------------------------
 # Reports
 
 
-def markdown_table(family: str, summaries: list[Summary], setting: Setting, batch: int) -> str:
+def markdown_table(family: str, cells: list[Cell], setting: Setting, images_per_prompt: int) -> str:
     lines = [f"### {family} ({setting.steps} steps, {setting.sampler}/{setting.scheduler}, plain cfg {setting.plain_cfg:g}, "
-             f"guided cfg {setting.cfg:g}, batch {batch})", "",
-             "| method | negative present (related, lower=better) | positive ok | change from unrelated negative (0-255) | batch diversity (RMS 0-255) | time vs none |",
-             "|---|---|---|---|---|---|"]
-    for s in summaries:
-        lines.append(f"| {s.method} | {s.neg_present:.2f} | {s.pos_ok:.2f} | {s.unrelated_change:.1f} | {s.diversity:.1f} | {s.time:.2f} |")
+             f"guided cfg {setting.cfg:g}, {images_per_prompt} images per prompt and negative)", "",
+             "| method | negative | target present (baseline -> method) | target change [95% CI] | gated removal [95% CI] "
+             "| positives+scene ok (baseline -> method) | pixel change vs baseline | feature diversity ratio | DNG p mean / max |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for cell in cells:
+        s = cell.summary()
+        posterior = (f"{s['posterior_mean'].mean:.3f} / {s['posterior_max'].mean:.3f}" if "posterior_mean" in s else "")
+        r = s["diversity_ratio"]
+        lines.append(f"| {s['method']} | {s['kind']} | {s['baseline_target']:.2f} -> {s['target']:.2f} | {s['target_change']} "
+                     f"| {s['gated_removal']} | {s['baseline_positives']:.2f} -> {s['positives']:.2f} "
+                     f"| {s['pixel_change'].mean:.1f} | {r.mean:.2f} [{r.low:.2f}, {r.high:.2f}] | {posterior} |")
+    lines += ["", *[f"- {v}" for v in verdicts(cells)]]
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: Path, family: str, summaries: list[Summary]) -> None:
+def write_csv(path: Path, family: str, cells: list[Cell]) -> None:
     new = not path.exists()
     with path.open("a", newline="") as f:
         writer = csv.writer(f)
         if new:
-            writer.writerow(["family", "method", "neg_present", "pos_ok", "unrelated_change", "diversity", "time_vs_none"])
-        for s in summaries:
-            writer.writerow([family, s.method, f"{s.neg_present:.4f}", f"{s.pos_ok:.4f}", f"{s.unrelated_change:.3f}",
-                             f"{s.diversity:.3f}", f"{s.time:.3f}"])
-
-
-def picture_sheet(results: list[ItemResult], path: Path, per_cell: int = 2, scale: int = 2) -> None:
-    """Rows = prompt items, columns = methods; each cell shows the first ``per_cell`` images."""
-    from PIL import Image, ImageDraw
-
-    methods = list(dict.fromkeys(r.method for r in results))
-    items = list(dict.fromkeys(r.item for r in results))
-    tile = 64 * scale
-    cell_w, label_w, head_h, pad = per_cell * tile + 6, 260, 18, 4
-    sheet = Image.new("RGB", (label_w + len(methods) * cell_w, head_h + len(items) * (tile + pad)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for c, method in enumerate(methods):
-        draw.text((label_w + c * cell_w + 4, 3), method, fill="black")
-    by_key = {(r.method, r.item): r for r in results}
-    for row, item in enumerate(items):
-        y = head_h + row * (tile + pad)
-        draw.text((4, y + 4), item.prompt, fill="black")
-        draw.text((4, y + 20), f"negative: {item.negative} ({'related' if item.related else 'unrelated'})", fill="gray")
-        for c, method in enumerate(methods):
-            images = by_key[(method, item)].images[:per_cell]
-            for k, image in enumerate(images):
-                picture = Image.fromarray((image.numpy() * 255).round().astype(np.uint8)).resize((tile, tile), Image.NEAREST)
-                sheet.paste(picture, (label_w + c * cell_w + k * tile, y))
-    sheet.save(path)
+            writer.writerow(["family", "method", "kind", "images", "baseline_target", "target", "target_change", "low", "high",
+                             "gated_removal", "g_low", "g_high", "baseline_positives", "positives", "pixel_change",
+                             "diversity_ratio", "d_low", "d_high", "posterior_mean", "posterior_max"])
+        for cell in cells:
+            s = cell.summary()
+            t, g, d = s["target_change"], s["gated_removal"], s["diversity_ratio"]
+            writer.writerow([family, s["method"], s["kind"], s["images"], f"{s['baseline_target']:.4f}", f"{s['target']:.4f}",
+                             f"{t.mean:.4f}", f"{t.low:.4f}", f"{t.high:.4f}", f"{g.mean:.4f}", f"{g.low:.4f}", f"{g.high:.4f}",
+                             f"{s['baseline_positives']:.4f}", f"{s['positives']:.4f}", f"{s['pixel_change'].mean:.3f}",
+                             f"{d.mean:.4f}", f"{d.low:.4f}", f"{d.high:.4f}",
+                             f"{s['posterior_mean'].mean:.5f}" if "posterior_mean" in s else "",
+                             f"{s['posterior_max'].mean:.5f}" if "posterior_max" in s else ""])

@@ -341,3 +341,21 @@ def test_guider_applies_a_cfg_function_to_its_cfg_part(sd15):
     assert torch.isfinite(with_dng).all() and not torch.allclose(with_dng, without_rescale)
     with pytest.raises(ValueError, match="without empty_conditioning"):
         guider_sample(sd15, dng_guider(sd15, rescaled, empty=False), steps=2)
+
+
+def test_with_empty_conditioning_the_posterior_weighs_the_negative_against_the_empty_prompt(sd15):
+    """Issue 15, decision 4b. The guider's posterior compares the negative's prediction with the
+    empty prompt's (the unconditional model of the paper's Bayes rule) when empty_conditioning is
+    connected. Closed form: with the empty prompt itself as the negative, D_neg = D_ref at every
+    step, so with offset 0 the posterior never leaves its prior; weighed against the positive
+    (what the guider did before, and still does without empty_conditioning) it moves."""
+    def run(empty):
+        guider = NegGuideDNGGuider.execute(sd15.model, sd15.encode(POSITIVE), sd15.encode(""), 4.0,
+                                           empty_conditioning=sd15.encode("") if empty else None,
+                                           **{**PARAMS, "temperature": 1.0, "offset": 0.0}).args[0]
+        guider_sample(sd15, guider)
+        return guider.tracker.curves()["p"]
+
+    against_empty, against_positive = run(True), run(False)
+    torch.testing.assert_close(against_empty, torch.full_like(against_empty, PARAMS["prior"]), rtol=1e-9, atol=0)
+    assert (against_positive - PARAMS["prior"]).abs().max() > 1e-3 * PARAMS["prior"]

@@ -5,6 +5,7 @@ import logging
 import pytest
 import torch
 
+import comfy.model_base
 import comfy.samplers
 import nodes
 
@@ -297,6 +298,33 @@ def test_unsupported_model_names_its_family():
         patch(model, zoo.build("sd3").clip)
 
 
+@pytest.mark.skipif(not hasattr(comfy.model_base, "ErnieImage"), reason="this ComfyUI host has no ERNIE-Image model")
+@pytest.mark.parametrize("node", ["NegGuideVSF", "NegGuideNegToMe"])
+def test_a_family_no_hook_reaches_is_refused_with_the_reason(node):
+    """ERNIE-Image (a tiny one from the host's own classes) calls attention without
+    transformer_options: the attention methods refuse it and say why, naming what works."""
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    from negguide.nodes.negtome import MODE_DIVERSITY, NegGuideNegToMe
+
+    config = comfy.supported_models.ErnieImage({
+        "image_model": "ernie", "hidden_size": 64, "num_attention_heads": 2, "num_layers": 1, "ffn_hidden_size": 128,
+        "in_channels": 16, "out_channels": 16, "text_in_dim": 64, "rope_axes_dim": (8, 12, 12),
+    })
+    config.set_inference_dtype(torch.float32, None)
+    model = comfy.model_patcher.ModelPatcher(
+        config.get_model({}), comfy.model_management.get_torch_device(), comfy.model_management.unet_offload_device()
+    )
+    message = rf"{node} cannot act on ERNIE-Image models: its attention calls do not pass transformer_options.*NegGuideDNG"
+    with pytest.raises(ValueError, match=message):
+        if node == "NegGuideVSF":
+            patch(model, zoo.build("sd3").clip)
+        else:
+            NegGuideNegToMe.execute(model, 0.9, 0.65, 0.0, 0.3, MODE_DIVERSITY)
+
+
 def test_window_outside_the_schedule_is_identity():
     entry = zoo.build(SUPPORTED[0])
     plain = sample(entry, entry.model, steps=2)
@@ -356,3 +384,46 @@ def test_window_that_ends_before_it_starts_is_a_clear_error():
     entry = zoo.build("sd15")
     with pytest.raises(ValueError, match="is after end_percent"):
         patch(entry.model, entry.clip, start=0.8, end=0.2)
+
+
+CLIP_CONTEXT = {"sd15", "sdxl", "sd3"}
+"""Zoo models whose context holds CLIP windows (causal, a start token per window)."""
+BIDIRECTIONAL_ONLY = {"flux", "chroma", "wan21"}
+"""Zoo models whose context is T5 / UMT5 only (no token is the same for every text)."""
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_the_negative_drops_exactly_its_text_independent_tokens(name):
+    """Issue 15, decision 4a: a causal encoder's start token (CLIP's BOS, an LLM's template
+    prefix) encodes the same for every text, so flipping it pushes every image token whatever the
+    negative says. encode_negative drops exactly those leading tokens: one per CLIP window
+    (also for a negative longer than one window), none of T5's, and for LLM encoders only a
+    prefix that two other negatives share row for row."""
+    entry = zoo.build(name)
+    kept = vsf_node.encode_negative(entry.clip, NEGATIVE, drop_text_independent=False)
+    dropped = vsf_node.encode_negative(entry.clip, NEGATIVE)
+    other = vsf_node.encode_negative(entry.clip, OTHER_NEGATIVE, drop_text_independent=False)
+    removed = kept.shape[1] - dropped.shape[1]
+    if name in CLIP_CONTEXT:
+        assert removed == 1
+        torch.testing.assert_close(dropped, kept[:, 1:], rtol=0, atol=0)
+        torch.testing.assert_close(kept[:, 0], other[:, 0], rtol=0, atol=0)
+        assert not torch.allclose(kept[:, 2], other[:, 2])  # "red" vs "blue" ("a" before them is shared)
+        two_windows = "red " * 100
+        assert (vsf_node.encode_negative(entry.clip, two_windows, drop_text_independent=False).shape[1]
+                - vsf_node.encode_negative(entry.clip, two_windows).shape[1]) == 2
+    elif name in BIDIRECTIONAL_ONLY:
+        assert removed == 0
+        torch.testing.assert_close(dropped, kept, rtol=0, atol=0)
+    else:
+        torch.testing.assert_close(dropped, kept[:, removed:], rtol=0, atol=0)
+        torch.testing.assert_close(kept[:, :removed], other[:, :removed], rtol=1e-4, atol=1e-5)
+        assert dropped.shape[1] >= 2
+
+
+def test_the_vsf_node_drops_the_start_token():
+    """What the node attaches is the negative without its text-independent start token."""
+    entry = zoo.build("sd15")
+    hooks = patch(entry.model, entry.clip).model_options["transformer_options"]["optimized_attention_override"].__self__
+    torch.testing.assert_close(hooks.negative, vsf_node.encode_negative(entry.clip, NEGATIVE).cpu(), rtol=0, atol=0)
+    assert hooks.negative.shape[1] == vsf_node.encode_negative(entry.clip, NEGATIVE, drop_text_independent=False).shape[1] - 1
