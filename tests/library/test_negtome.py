@@ -294,8 +294,13 @@ def test_flux2_merge_covers_every_image_token_and_no_text_token():
         image = before[:, text_len:].double()
         unit = torch.nn.functional.normalize(image, dim=-1)
         for row in range(1, batch):
-            match = (unit[row] @ unit[0].T).argmax(dim=-1)  # each token's best reference token
-            expected = (1 + alpha) * image[row] - alpha * image[0][match]
-            got = after[row, text_len:]
-            torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
-            assert (got != before[row, text_len:]).any(dim=-1).all(), "an image token was left unmerged"
+            # each token's best reference token; near-ties (this random-weight model has
+            # near-identical tokens) may go either way in float32, so any near-best one counts
+            similarity = unit[row] @ unit[0].T
+            candidates = similarity >= similarity.max(dim=-1, keepdim=True).values - 1e-5
+            expected = (1 + alpha) * image[row][:, None] - alpha * image[0][None]  # [token, reference token, D]
+            got = after[row, text_len:].double()
+            error = (got[:, None] - expected).abs() - 1e-5 * (1 + expected.abs())
+            fits = (error <= 1e-5).all(dim=-1) & candidates
+            assert fits.any(dim=-1).all(), f"tokens not merged with a best-matching reference token: {(~fits.any(-1)).nonzero()}"
+            assert (after[row, text_len:] != before[row, text_len:]).any(dim=-1).all(), "an image token was left unmerged"
