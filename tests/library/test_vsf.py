@@ -251,13 +251,14 @@ CLIP_CONTEXT = ("sd15", "sdxl", "sd3")  # the zoo's models whose text context is
 @pytest.mark.parametrize("words", [150, 300])
 def test_long_negatives_keep_every_windows_real_tokens(name, words):
     """A negative past one CLIP window (75 tokens) is split like a long prompt: 150 one-token
-    words are 2 windows, 300 are 4. Every window keeps its real tokens (start, words, end), no
-    padding; T5/LLM encoders take the whole negative up to their own limit."""
+    words are 2 windows, 300 are 4. Every window keeps its real text tokens (words, end; its
+    text-independent start token is dropped), no padding; T5/LLM encoders take the whole negative
+    up to their own limit."""
     entry = zoo.build(name)
     window = vsf_node.encode_negative(entry.clip, "red " * 75)
     long = vsf_node.encode_negative(entry.clip, "red " * words)
     if name in CLIP_CONTEXT:
-        assert window.shape[1] == 77  # start + 75 + end: one full window, nothing cut
+        assert window.shape[1] == 76  # 75 + end of one full window: nothing cut but the start token
         torch.testing.assert_close(long, torch.cat([window] * (words // 75), dim=1), rtol=0, atol=0)
     else:
         assert words <= long.shape[1] < words + 16  # a token per word plus end/template tokens
