@@ -420,18 +420,19 @@ def run(family: str, methods: tuple[str, ...] = tuple(METHODS), prompts: list[Pr
 # Verdicts: does each paper's claim hold here?
 
 
+def _find(cells: list[Cell], method: str, kind: str) -> Cell | None:
+    return next((c for c in cells if c.method == method and c.kind == kind), None)
+
+
 def _cell(cells: list[Cell], method: str, kind: str) -> dict | None:
-    for c in cells:
-        if c.method == method and c.kind == kind:
-            return c.summary()
-    return None
+    cell = _find(cells, method, kind)
+    return cell.summary() if cell else None
 
 
 def beyond_control(cells: list[Cell], method: str) -> Estimate | None:
     """The related negative's effect on the target minus the neutral negative's, paired image by
     image (same prompts, seeds and noise): what the negative itself does, beyond the method."""
-    related = next((c for c in cells if c.method == method and c.kind == "related"), None)
-    neutral = next((c for c in cells if c.method == method and c.kind == "neutral"), None)
+    related, neutral = _find(cells, method, "related"), _find(cells, method, "neutral")
     if related is None or neutral is None:
         return None
     return Estimate.of(related._cat("target") - neutral._cat("target"))
