@@ -15,7 +15,8 @@ from negguide.shapes_world import judge as judge_module
 from negguide.shapes_world import models, negbench, train, world
 
 # Thresholds of the efficacy tests: set from the measured NegBench v2 numbers (README), with margin.
-BASELINE_TARGET = 0.2
+BASELINE_TARGET = 0.3
+CFG_RELATED_DROP = 0.05
 CFG_DROP = 0.08
 START_TOKEN_RATIO = 0.5
 DNG_RELATED_P = 0.1
@@ -116,15 +117,17 @@ def summaries(cells: list) -> dict:
 
 
 def test_cfg_removes_a_related_negative_beyond_the_neutral_control():
-    """NegBench v2 in small, on the SD1.5-style UNet at cfg 5 (night and meadow, 16 images each):
-    the related negative (the scene's implicit object) lowers it against CFG with an empty
-    negative by >= CFG_DROP, and by >= CFG_DROP more than the neutral negative "car" (a word no
-    image shows) does, paired image by image: the effect is the negative's, not the guidance's.
-    Measured on the whole benchmark: -0.109 [-0.175, -0.043] vs the baseline, neutral +0.055."""
-    cells = bench_slice("sd15", ("cfg",), ("night", "meadow"), batch=16)
+    """NegBench v2 in small, on the SD1.5-style UNet at cfg 5 (all four prompts, 16 images each,
+    seed 0): the related negative (the scene's implicit object) lowers it against CFG with an
+    empty negative (by >= CFG_RELATED_DROP), and by >= CFG_DROP more than the neutral negative "car" (a word no image
+    shows) does, paired image by image: the effect is the negative's, not the guidance's.
+    This slice measured: related -0.141 (0.33.0) / -0.094 (0.3.75; the hosts sample the same
+    seeds differently), beyond the control -0.156 / -0.172, baseline 0.53 / 0.45. The whole
+    benchmark: -0.109 [-0.175, -0.043] vs the baseline, neutral +0.055."""
+    cells = bench_slice("sd15", ("cfg",), tuple(p.scene for p in negbench.load_prompts()), batch=16)
     related = summaries(cells)[("cfg", "related")]
     assert related["baseline_target"] >= BASELINE_TARGET, "the model should draw the implicit objects unasked"
-    assert related["target_change"].mean <= -CFG_DROP, related["target_change"]
+    assert related["target_change"].mean <= -CFG_RELATED_DROP, related["target_change"]
     assert negbench.beyond_control(cells, "cfg").mean <= -CFG_DROP, negbench.beyond_control(cells, "cfg")
 
 
