@@ -57,6 +57,17 @@ class JointLayout:
     def length(self) -> int:
         return max(self.positive[1], self.negative[1], self.image[1])
 
+    def query_groups(self) -> list["QueryGroup"]:
+        """The paper's joint visibility as query groups for :func:`vsf_grouped_attention`: image
+        queries see I, P and Nf; P queries see I and P; N queries see I and N. On inactive rows
+        image and P queries do not see N at all (plain attention over I and P); N queries are
+        unchanged there, and nothing reads them."""
+        return [
+            QueryGroup((self.image,), flipped=True),
+            QueryGroup((self.positive,), hidden=(self.negative,)),
+            QueryGroup((self.negative,), hidden=(self.positive,)),
+        ]
+
 
 def column_bias(
     length: int,
@@ -165,35 +176,6 @@ def vsf_grouped_attention(
     if covered != q.shape[seq_dim]:
         raise ValueError(f"VSF query groups cover {covered} of {q.shape[seq_dim]} queries")
     return torch.cat([piece for _, piece in pieces], dim=output_seq_dim)
-
-
-def vsf_joint_attention(
-    attention: AttentionFn,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    layout: JointLayout,
-    alpha: float,
-    beta: float,
-    rows_active: torch.Tensor,
-    seq_dim: int,
-    output_seq_dim: int,
-) -> torch.Tensor:
-    """Joint-attention VSF with the paper's visibility layout, one fused call per query group
-    (:func:`vsf_grouped_attention`): image queries see I, P and Nf; P queries see I and P; N
-    queries see I and N.
-
-    ``output_seq_dim`` is the sequence axis of what ``attention`` returns. On inactive rows,
-    image and P queries do not see N at all (plain attention over I and P); N queries are
-    unchanged there, and nothing reads them."""
-    groups = [
-        QueryGroup((layout.image,), flipped=True),
-        QueryGroup((layout.positive,), hidden=(layout.negative,)),
-        QueryGroup((layout.negative,), hidden=(layout.positive,)),
-    ]
-    return vsf_grouped_attention(attention, q, k, v, groups=groups, negative=layout.negative, alpha=alpha, beta=beta,
-                                 rows_active=rows_active, seq_dim=seq_dim, output_seq_dim=output_seq_dim)
 
 
 def negative_attention_mass(

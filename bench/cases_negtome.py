@@ -18,7 +18,7 @@ import dataclasses
 
 import comfy.samplers
 
-from ..nodes.model_family import architecture_of
+from ..nodes.model_family import family_adapter_of
 from ..nodes.negtome import SUPPORTED_FAMILIES, apply_negtome
 from ..nodes.schedule import SigmaWindow
 from .cases import CaseContext, case
@@ -31,14 +31,14 @@ BATCH = 4
 def _negtome(ctx: CaseContext):
     samples = ctx.model.latent["samples"]
     model = dataclasses.replace(ctx.model, latent={"samples": samples[:1].repeat(BATCH, *([1] * (samples.ndim - 1)))})
-    architecture = architecture_of(model.patcher, "NegGuideNegToMe", SUPPORTED_FAMILIES)
+    adapter = family_adapter_of(model.patcher, "NegGuideNegToMe", SUPPORTED_FAMILIES)
 
     def run(patcher):
         return lambda: model.sample(patcher, steps=ctx.steps, seed=ctx.seed)
 
     early_window = SigmaWindow.from_percents(model.patcher, 0.0, 0.2, "bench")
-    early = apply_negtome(model.patcher, architecture, 0.9, 0.65, early_window)
-    full = apply_negtome(model.patcher, architecture, 0.9, 0.65, SigmaWindow.from_percents(model.patcher, 0.0, 1.0, "bench"))
+    early = apply_negtome(model.patcher, adapter, 0.9, 0.65, early_window)
+    full = apply_negtome(model.patcher, adapter, 0.9, 0.65, SigmaWindow.from_percents(model.patcher, 0.0, 1.0, "bench"))
     sigmas = comfy.samplers.calculate_sigmas(model.patcher.get_model_object("model_sampling"), model.scheduler, ctx.steps)
     active = sum(float(s) in early_window for s in sigmas[:-1])
     return Variant(f"baseline-b{BATCH}", run(None), f"plain sampling, batch {BATCH}"), [

@@ -10,7 +10,7 @@ second branch.
 
 from __future__ import annotations
 
-from ..nodes.model_family import architecture_of
+from ..nodes.model_family import family_adapter_of
 from ..nodes.schedule import SigmaWindow
 from ..nodes.vsf import SUPPORTED_FAMILIES, apply_vsf
 from .cases import CaseContext, case
@@ -22,9 +22,9 @@ NEGATIVE_TOKENS = 77
 @case("vsf", "VSF at cfg 1 vs the no-negative single pass, and vs CFG with the same negative")
 def _vsf(ctx: CaseContext):
     model = ctx.model
-    architecture = architecture_of(model.patcher, "NegGuideVSF", SUPPORTED_FAMILIES)
+    adapter = family_adapter_of(model.patcher, "NegGuideVSF", SUPPORTED_FAMILIES)
     negative_tokens = model.negative[0][0][:1, :NEGATIVE_TOKENS]
-    patched = apply_vsf(model.patcher, architecture, negative_tokens, scale=3.0, bias=0.1,
+    patched = apply_vsf(model.patcher, adapter, negative_tokens, scale=3.0, bias=0.1,
                         window=SigmaWindow.from_percents(model.patcher, 0.0, 1.0, "bench"))
     cfg = model.cfg if model.cfg != 1.0 else 4.5
     baseline = Variant("no-negative", ctx.sampler(cfg=1.0), "cfg 1, one model evaluation per step")

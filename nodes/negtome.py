@@ -1,256 +1,58 @@
-"""NegGuideNegToMe: Negative Token Merging (math: attention_patches/negtome.py).
+"""NegGuideNegToMe: Negative Token Merging.
 
-How it hooks into ComfyUI (all on a clone, all reversible):
-- an APPLY_MODEL wrapper checks the sigma window and records the token layout of this model call
-  (cond/uncond groups, text length, image-token count, reference rows) in transformer_options;
-  in reference-image mode it also appends, to every cond/uncond chunk of the batch, one row
-  holding the reference latent re-noised to the current sigma (fixed noise from ``seed``), with
-  that chunk's conditioning, and strips those rows from the model output;
-- UNet (SD1.x/SDXL): an attn1_output_patch merges the self-attention output (after to_out,
-  before the residual: the reference SDXL point);
-- DiTs (SD3, Flux/Chroma, Qwen-Image, Wan 2.1): transformer_options["optimized_attention_override"]
-  (a single slot: an override already there is chained) merges the image tokens of each block's
-  self/joint attention output (before the output projection, which is affine, so the
-  extrapolation commutes with it; only the matching sees pre-projection features). Joint models:
-  text first, sliced off by the real text length (the length of c_crossattn).
-Groups follow transformer_options["cond_or_uncond"]: cond and uncond rows never mix, and a call
-holding only one of them (ComfyUI splits prompts of different lengths) is its own group.
+The node validates the mode and reference inputs and attaches the hooks of
+attention_patches/negtome_hooks.py to a clone (all reversible): an APPLY_MODEL wrapper and,
+where the family adapter says NegToMe merges (families/base.py negtome_point), the UNet
+attn1_output_patch or the attention override (a single slot: an override already there is
+chained). With NegGuideVSF on the same model NegToMe always ends up on top (it edits the finished
+attention output). Math: attention_patches/negtome.py.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
-from dataclasses import dataclass, field
 
 import torch
 
 import comfy.patcher_extension
 from comfy_api.latest import io
 
-from ..attention_patches.architectures import Architecture, chunk_groups, sequence_dims
-from ..attention_patches.override_chain import OVERRIDE_SLOT, OverrideReach, call_chained
-from ..attention_patches.negtome import diversity_merge, reference_merge
-from .model_family import architecture_of
+from ..attention_patches.families.base import SELF_ATTENTION_OUTPUT_PATCH, FamilyAdapter
+from ..attention_patches.negtome_hooks import HOOK_KEY, NegToMeHooks
+from ..attention_patches.override_chain import OVERRIDE_SLOT
+from .model_family import family_adapter_of
 from .node_text import current_prompt_id, node_text, send_node_text
 from .schedule import SigmaWindow
 
 LOG = logging.getLogger(__name__)
-HOOK_KEY = "negguide_negtome"
 SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "flux2", "qwen_image", "wan", "z_image")
 MODE_DIVERSITY = "batch diversity"
 MODE_REFERENCE = "reference image"
 MODES = (MODE_DIVERSITY, MODE_REFERENCE)
 
 
-@dataclass
-class _CallLayout:
-    """What the attention hooks need to know about one model call."""
+def single_image_reporter(node_id: str | None):
+    """What NegToMe's hooks call when batch diversity meets one image per group (only sampling
+    sees the batch): a warning in the log and on the node, once per prompt."""
+    reported_for = None
+    reported = False
 
-    groups: list
-    reference_rows: list | None  # reference mode: the appended row of each group
-    text_len: int
-    image_len: int
-    grid: tuple[int, int, int]  # (frames, height, width) of the image tokens of DiTs
-    reach: OverrideReach = field(default_factory=OverrideReach)
-    segments: object | None = None  # the family adapter's layout of this call (Architecture.adapter)
-
-
-def _insert_rows(value, groups: list[range], batch: int):
-    """``value`` with, after each group's rows, a copy of that group's first row (per-row tensors
-    and lists of them; anything else is returned unchanged)."""
-    if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch:
-        parts = []
-        for group in groups:
-            parts += [value[group.start:group.stop], value[group.start:group.start + 1]]
-        return torch.cat(parts)
-    if isinstance(value, list) and value and all(torch.is_tensor(v) and v.ndim > 0 and v.shape[0] == batch for v in value):
-        return [_insert_rows(v, groups, batch) for v in value]
-    return value
-
-
-def _resize_latent(latent: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """``latent`` [1, C, (T,) H, W] resized (bilinear) to the spatial size of ``shape``."""
-    if latent.ndim != len(shape) or latent.shape[1] != shape[1]:
-        raise ValueError(
-            f"NegGuideNegToMe: the reference latent {tuple(latent.shape)} does not fit this model's latents "
-            f"{tuple(shape)}. Encode the reference with this model's VAE."
-        )
-    if latent.ndim == 5 and latent.shape[2] != shape[2]:
-        latent = latent[:, :, :1].expand(-1, -1, shape[2], -1, -1)  # a still image for every frame
-    if tuple(latent.shape[-2:]) == tuple(shape[-2:]):
-        return latent
-    flat = latent.reshape(1, -1, *latent.shape[-2:])
-    flat = torch.nn.functional.interpolate(flat, size=tuple(shape[-2:]), mode="bilinear", align_corners=False)
-    return flat.reshape(*latent.shape[:-2], *shape[-2:])
-
-
-class NegToMeHooks:
-    """The APPLY_MODEL wrapper and the attention hooks that NegGuideNegToMe attaches."""
-
-    def __init__(self, architecture: Architecture, alpha: float, threshold: float, window: SigmaWindow,
-                 reference: torch.Tensor | None = None, reference_mask: torch.Tensor | None = None,
-                 seed: int = 0, previous_override=None, node_id: str | None = None):
-        self.architecture = architecture
-        self.alpha = alpha
-        self.threshold = threshold
-        self.window = window
-        self.reference = reference  # [1, C, (T,) H, W] in the VAE's latent space, or None
-        self.reference_mask = reference_mask  # [H, W] in [0, 1], or None
-        self.seed = seed
-        self.previous_override = previous_override
-        self._mask_cache: dict = {}
-        self.node_id = node_id  # the NegGuideNegToMe node's UNIQUE_ID: where its status text goes
-        self._batch_warned_for: tuple | None = None
-
-    # ------------------------------------------------------------------ per model call
-    def active(self, sigma: float) -> bool:
-        return sigma in self.window
-
-    def apply_model_wrapper(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
-        if self.alpha == 0 or not self.active(float(t.max())):
-            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-        batch = x.shape[0]
-        groups = chunk_groups(batch, transformer_options.get("cond_or_uncond"))
-        text_len = 0 if c_crossattn is None else c_crossattn.shape[1]
-        arch = self.architecture
-        image_len = arch.image_tokens(x.shape)
-        grid = (math.prod(x.shape[2:-2]), math.ceil(x.shape[-2] / arch.patch_size), math.ceil(x.shape[-1] / arch.patch_size))
-        if arch.family == "wan" and image_len == text_len:
-            raise ValueError(
-                "NegGuideNegToMe: at this latent size the Wan model has as many video tokens as text tokens, so "
-                "its self-attention cannot be told from its cross-attention. Change the width or height by one step."
-            )
-        segments = None if arch.adapter is None else arch.adapter.call_layout(
-            executor.class_obj.diffusion_model, tuple(x.shape), text_len, 0, kwargs, "NegGuideNegToMe")
-        if self.reference is None:
-            if all(len(group) < 2 for group in groups):
-                self._warn_single_image()
-            layout = _CallLayout(groups, None, text_len, image_len, grid, segments=segments)
-            out = executor(x, t, c_concat, c_crossattn, control, {**transformer_options, HOOK_KEY: layout}, **kwargs)
-            self._check_reached(layout, transformer_options)
-            return out
-
-        if control is not None:
-            raise ValueError("NegGuideNegToMe: reference-image mode does not work together with a ControlNet yet.")
-        base_model = executor.class_obj
-        reference = self._noised_reference(base_model, x, t, groups)
-        parts, new_groups, reference_rows, row = [], [], [], 0
-        for group, ref in zip(groups, reference):
-            parts += [x[group.start:group.stop], ref]
-            new_groups.append(range(row, row + len(group) + 1))
-            reference_rows.append(row + len(group))
-            row += len(group) + 1
-        x_in = torch.cat(parts)
-        t_in = _insert_rows(t, groups, batch)
-        layout = _CallLayout(new_groups, reference_rows, text_len, image_len, grid, segments=segments)
-        options = {**transformer_options, HOOK_KEY: layout}
-        if torch.is_tensor(options.get("sigmas")) and options["sigmas"].shape[0] == batch:
-            options["sigmas"] = _insert_rows(options["sigmas"], groups, batch)
-        kwargs = {key: _insert_rows(value, groups, batch) for key, value in kwargs.items()}
-        out = executor(x_in, t_in, _insert_rows(c_concat, groups, batch), _insert_rows(c_crossattn, groups, batch),
-                       control, options, **kwargs)
-        self._check_reached(layout, transformer_options)
-        keep = [r for group in new_groups for r in group if r not in reference_rows]
-        return out[keep]
-
-    def _warn_single_image(self) -> None:
-        """Batch diversity with one image per cond/uncond group: nothing to merge. Only sampling
-        sees the batch, so this is reported from here, once per prompt, in the log and on the node."""
-        key = (current_prompt_id(),)
-        if self._batch_warned_for == key:
+    def report() -> None:
+        nonlocal reported_for, reported
+        prompt = current_prompt_id()
+        if reported and reported_for == prompt:
             return
-        self._batch_warned_for = key
+        reported_for, reported = prompt, True
         message = ("NegToMe does nothing here: batch diversity needs a batch of 2 or more images (it pushes each "
                    "image away from the first one); this batch has 1. Raise batch_size, or use reference-image mode.")
         LOG.warning("NegGuideNegToMe: %s", message)
-        send_node_text(self.node_id, message)
+        send_node_text(node_id, message)
 
-    def _check_reached(self, layout: _CallLayout, transformer_options: dict) -> None:
-        """DiTs merge inside the attention override: it must have run (UNets use attn1_output_patch)."""
-        if self.architecture.family != "unet":
-            layout.reach.check("NegGuideNegToMe", transformer_options)
-
-    def _noised_reference(self, base_model, x, t, groups) -> list[torch.Tensor]:
-        """The reference latent at each group's sigma: the same seeded noise at every step."""
-        latent = _resize_latent(self.reference, x.shape).to(x.device, torch.float32)
-        latent = base_model.process_latent_in(latent)
-        generator = torch.Generator(device="cpu").manual_seed(self.seed)
-        noise = torch.randn(latent.shape, generator=generator, dtype=torch.float32).to(x.device)
-        sampling = base_model.model_sampling
-        return [sampling.noise_scaling(t[g.start:g.start + 1].float(), noise, latent).to(x.dtype) for g in groups]
-
-    # ------------------------------------------------------------------ the merge
-    def _mask_for(self, grid: tuple[int, int, int], device) -> torch.Tensor | None:
-        """The reference mask on a (frames, h, w) token grid, flattened: tokens whose area is
-        more than half inside the mask count."""
-        if self.reference_mask is None:
-            return None
-        key = (grid, str(device))
-        if key not in self._mask_cache:
-            frames, h, w = grid
-            mask = self.reference_mask.float().reshape(1, 1, *self.reference_mask.shape[-2:])
-            small = torch.nn.functional.interpolate(mask, size=(h, w), mode="area")[0, 0] > 0.5
-            self._mask_cache[key] = small.reshape(-1).repeat(frames).to(device)
-        return self._mask_cache[key]
-
-    def _merge(self, tokens: torch.Tensor, layout: _CallLayout, grid, in_place: bool) -> torch.Tensor:
-        """Merge image tokens [B, I, D] of one call (in place, or into a new tensor)."""
-        if layout.reference_rows is None:
-            return diversity_merge(tokens, layout.groups, self.alpha, self.threshold, in_place=in_place)
-        mask = self._mask_for(grid, tokens.device)
-        if mask is not None and mask.shape[0] != tokens.shape[1]:
-            raise ValueError(f"NegGuideNegToMe: reference mask on {mask.shape[0]} tokens, attention has {tokens.shape[1]}")
-        return reference_merge(tokens, layout.groups, layout.reference_rows, self.alpha, self.threshold, mask,
-                               in_place=in_place)
-
-    def unet_attn1_output(self, n, extra_options):
-        """attn1_output_patch: n [B, L, C] is the self-attention output after to_out."""
-        layout = extra_options.get(HOOK_KEY)
-        if layout is None:
-            return n
-        shape = extra_options.get("activations_shape")
-        grid = (1, shape[-2], shape[-1]) if shape is not None and len(shape) == 4 else (1, 1, n.shape[1])
-        if grid[1] * grid[2] != n.shape[1]:
-            grid = (1, 1, n.shape[1])
-        return self._merge(n, layout, grid, in_place=False)  # n may be another patch's tensor
-
-    def attention_override(self, func, q, k, v, heads, mask=None, **kwargs):
-        out = call_chained(self.previous_override, func, q, k, v, heads, mask=mask, **kwargs)
-        layout = kwargs.get("transformer_options", {}).get(HOOK_KEY)
-        if layout is None:
-            return out
-        layout.reach.calls += 1
-        seq_dim, out_dim = sequence_dims(kwargs.get("skip_reshape", False), kwargs.get("skip_output_reshape", False))
-        span = self._image_span(layout, q.shape[seq_dim], k.shape[seq_dim])
-        if span is None:
-            return out
-        lo, hi = span
-        if out_dim == 2:  # [B, H, L, D]: features are all heads concatenated
-            b, h, _, d = out.shape
-            image = out[:, :, lo:hi].permute(0, 2, 1, 3).reshape(b, hi - lo, h * d)
-            merged = self._merge(image, layout, layout.grid, in_place=True)
-            out[:, :, lo:hi] = merged.view(b, hi - lo, h, d).permute(0, 2, 1, 3)
-            return out
-        # [B, L, H*D]: the image tokens are merged in place, as a view (this call's fresh output)
-        self._merge(out[:, lo:hi], layout, layout.grid, in_place=True)
-        return out
-
-    def _image_span(self, layout: _CallLayout, q_len: int, k_len: int) -> tuple[int, int] | None:
-        """Where the image tokens sit in this attention call's output, or None when the call is
-        not the self/joint attention of a block."""
-        if layout.segments is not None:  # a family with a layout adapter: its joint calls' real image tokens
-            return layout.segments.image_span(q_len, k_len)
-        if q_len != k_len:
-            return None
-        if self.architecture.attention == "joint":
-            end = layout.text_len + layout.image_len
-            return (layout.text_len, end) if q_len >= end and layout.text_len > 0 else None
-        return (0, layout.image_len) if q_len == layout.image_len else None  # wan self-attention
+    return report
 
 
-def apply_negtome(model, architecture: Architecture, alpha: float, threshold: float, window: SigmaWindow,
+def apply_negtome(model, adapter: FamilyAdapter, alpha: float, threshold: float, window: SigmaWindow,
                   reference: torch.Tensor | None = None, reference_mask: torch.Tensor | None = None,
                   seed: int = 0, node_id: str | None = None):
     """A clone of ``model`` (a ModelPatcher) with NegToMe attached. ``reference`` [1, C, (T,) H, W]
@@ -258,16 +60,16 @@ def apply_negtome(model, architecture: Architecture, alpha: float, threshold: fl
     patched = model.clone()
     transformer_options = patched.model_options.setdefault("transformer_options", {})
     hooks = NegToMeHooks(
-        architecture, alpha, threshold,
+        adapter, alpha, threshold,
         window=window,
         reference=None if reference is None else reference.detach().cpu(),
         reference_mask=None if reference_mask is None else reference_mask.detach().cpu(),
         seed=seed,
-        node_id=node_id,
+        on_single_image=single_image_reporter(node_id),
         previous_override=transformer_options.get(OVERRIDE_SLOT),
     )
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY, hooks.apply_model_wrapper)
-    if architecture.family == "unet":
+    if adapter.negtome_point == SELF_ATTENTION_OUTPUT_PATCH:
         patched.set_model_attn1_output_patch(hooks.unet_attn1_output)
     else:
         transformer_options[OVERRIDE_SLOT] = hooks.attention_override
@@ -338,7 +140,7 @@ class NegGuideNegToMe(io.ComfyNode):
                 reference_latent=None, reference_mask=None, seed=0) -> io.NodeOutput:
         if mode not in MODES:
             raise ValueError(f"NegGuideNegToMe: unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
-        architecture = architecture_of(model, "NegGuideNegToMe", SUPPORTED_FAMILIES)
+        adapter = family_adapter_of(model, "NegGuideNegToMe", SUPPORTED_FAMILIES)
         window = SigmaWindow.from_percents(model, start_percent, end_percent, "NegGuideNegToMe")
         reference = None
         if mode == MODE_REFERENCE:
@@ -371,7 +173,7 @@ class NegGuideNegToMe(io.ComfyNode):
             return io.NodeOutput(model, ui=node_text("NegToMe is off: alpha is 0; the model is returned unchanged."))
         if model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY):
             raise ValueError("NegGuideNegToMe is already applied to this model: use one NegGuideNegToMe node.")
-        patched = apply_negtome(model, architecture, alpha, threshold, window,
+        patched = apply_negtome(model, adapter, alpha, threshold, window,
                                 reference=reference, reference_mask=reference_mask if reference is not None else None,
                                 seed=seed, node_id=cls.hidden.unique_id if cls.hidden is not None else None)
         return io.NodeOutput(patched)

@@ -1,41 +1,29 @@
-"""NegGuideVSF: Value Sign Flip negative prompts inside attention (math: attention_patches/vsf.py).
+"""NegGuideVSF: Value Sign Flip negative prompts inside attention.
 
-How it hooks into ComfyUI (all on a clone, all reversible):
-- an APPLY_MODEL wrapper appends the negative's real tokens N to the text context of every row,
-  inside the active sigma window, and records the token layout of this model call;
-- transformer_options["optimized_attention_override"] (a single slot: an override already there
-  is chained, not replaced) runs VSF on the attention calls that see the text;
-- on UNets an attn2 patch marks the next attention call as the cross-attention of its block.
-Rows of the unconditional CFG branch never see N, so with cfg > 1 VSF acts on the cond branch only.
+The node encodes the negative without padding and attaches the hooks of
+attention_patches/vsf_hooks.py to a clone (all reversible): an APPLY_MODEL wrapper, the
+attention override (a single slot: an override already there is chained, not replaced) and, on
+UNets, an attn2 patch. Math: attention_patches/vsf.py.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 import torch
 
 import comfy.patcher_extension
 from comfy_api.latest import io
 
-from ..attention_patches.architectures import Architecture, cond_rows, sequence_dims
-from ..attention_patches.override_chain import OVERRIDE_SLOT, OverrideReach, call_chained
-from ..attention_patches.vsf import (
-    JointLayout,
-    mass_on_latent_grid,
-    negative_attention_mass,
-    vsf_cross_attention,
-    vsf_grouped_attention,
-    vsf_joint_attention,
-)
-from .model_family import architecture_of
+from ..attention_patches.families.base import FamilyAdapter
+from ..attention_patches.override_chain import OVERRIDE_SLOT
+from ..attention_patches.vsf_hooks import HOOK_KEY, VSFHooks
+from .model_family import family_adapter_of
 from .negtome import negtome_on_top, restack_negtome_above
 from .node_text import node_text
 from .schedule import SigmaWindow
 
 LOG = logging.getLogger(__name__)
-HOOK_KEY = "negguide_vsf"
 NOOP_KEY = "negguide_vsf_noop"
 """Attachment on the MODEL a recording NegGuideVSF returned without patching: why it did nothing."""
 SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "flux2", "qwen_image", "wan", "z_image")
@@ -139,155 +127,7 @@ def encode_negative(clip, text: str, drop_text_independent: bool = True) -> torc
     return tokens
 
 
-@dataclass
-class _CallLayout:
-    """The token layout of one model call, shared with its attention calls."""
-
-    text_len: int
-    negative: tuple[int, int]
-    image_len: int | None
-    rows_active: torch.Tensor
-    """Cond rows of the model call's batch (for the recorded maps); attention calls take theirs
-    from their own batch, which a hook inside this one (NegToMe's reference rows) may enlarge."""
-    expect_cross_attention: bool = field(default=False)
-    reach: OverrideReach = field(default_factory=OverrideReach)
-    negative_mass: dict[int, list[torch.Tensor]] = field(default_factory=dict)
-    """With recording on: image-token count -> [B, L] attention masses on N of each call."""
-    segments: object | None = None
-    """The family adapter's layout of this call (Architecture.adapter), else None."""
-
-
-class VSFHooks:
-    """The wrapper, attention override and attn2 patch that NegGuideVSF attaches."""
-
-    def __init__(self, architecture: Architecture, negative: torch.Tensor, alpha: float, beta: float,
-                 window: SigmaWindow, previous_override=None, record: bool = False):
-        self.architecture = architecture
-        self.negative = negative
-        self.alpha = alpha
-        self.beta = beta
-        self.window = window
-        self.previous_override = previous_override
-        self.record = record
-        self.maps: list[tuple[float, torch.Tensor]] = []
-        """With recording on: (sigma, [B_cond, H, W] map) per model call of the last run."""
-        self.runs = 0
-        """With recording on: sampling runs started with this model."""
-
-    def reset_per_run(self, executor, *args, **kwargs):
-        """OUTER_SAMPLE wrapper (recording only): each sampling run starts a new record."""
-        self.maps = []
-        self.runs += 1
-        return executor(*args, **kwargs)
-
-    def apply_model_wrapper(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
-        sigma = float(t.max())
-        if c_crossattn is None or sigma not in self.window:
-            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-        if kwargs.get("attention_mask") is not None:
-            raise ValueError("NegGuideVSF does not support text attention masks on this model yet.")
-        if self.negative.shape[-1] != c_crossattn.shape[-1]:
-            raise ValueError(
-                f"NegGuideVSF: the negative prompt was encoded to {self.negative.shape[-1]}-dim tokens, "
-                f"but this {self.architecture.family} model's text context is {c_crossattn.shape[-1]}-dim. "
-                "Connect the CLIP that was loaded for this model."
-            )
-        batch, text_len = c_crossattn.shape[0], c_crossattn.shape[1]
-        negative = self.negative.to(c_crossattn).expand(batch, -1, -1)
-        rows_active = cond_rows(batch, transformer_options.get("cond_or_uncond"))
-        image_len = self.architecture.image_tokens(x.shape) if self.architecture.image_only_attention else None
-        unmarked_cross = self.architecture.attention == "cross" and not self.architecture.cross_attention_marked
-        if unmarked_cross and self.architecture.image_tokens(x.shape) == text_len + negative.shape[1]:
-            raise ValueError(
-                f"NegGuideVSF: at this latent size the {self.architecture.family} model has as many image "
-                "tokens as text tokens, so its cross-attention cannot be told from self-attention. "
-                "Change the width or height by one step."
-            )
-        layout = _CallLayout(text_len + negative.shape[1], (text_len, text_len + negative.shape[1]), image_len, rows_active)
-        if self.architecture.adapter is not None:
-            layout.segments = self.architecture.adapter.call_layout(
-                executor.class_obj.diffusion_model, tuple(x.shape), text_len + negative.shape[1], negative.shape[1],
-                kwargs, "NegGuideVSF")
-        transformer_options = {**transformer_options, HOOK_KEY: layout}
-        out = executor(x, t, c_concat, torch.cat([c_crossattn, negative], dim=1), control, transformer_options, **kwargs)
-        layout.reach.check("NegGuideVSF", transformer_options)
-        if self.record and layout.negative_mass:
-            grid = mass_on_latent_grid(layout.negative_mass, tuple(x.shape), self.architecture.patch_size)
-            self.maps.append((sigma, grid[rows_active]))
-        return out
-
-    def mark_cross_attention(self, n, context_attn2, value_attn2, extra_options):
-        layout = extra_options.get(HOOK_KEY)
-        if layout is not None:
-            layout.expect_cross_attention = True
-        return n, context_attn2, value_attn2
-
-    def attention_override(self, func, q, k, v, heads, mask=None, **kwargs):
-        def attend(q_, k_, v_, mask_):
-            return call_chained(self.previous_override, func, q_, k_, v_, heads, mask=mask_, **kwargs)
-
-        layout = kwargs.get("transformer_options", {}).get(HOOK_KEY)
-        if layout is not None:
-            layout.reach.calls += 1
-        seq_dim, out_dim = sequence_dims(kwargs.get("skip_reshape", False), kwargs.get("skip_output_reshape", False))
-        if layout is not None and layout.segments is not None:
-            return self._segmented_attention(layout, attend, q, k, v, heads, mask, kwargs, seq_dim, out_dim)
-        if layout is None or not self._acts_on(layout, q.shape[seq_dim], k.shape[seq_dim]):
-            return attend(q, k, v, mask)
-        if mask is not None:
-            raise ValueError("NegGuideVSF does not support attention masks on this model yet.")
-        rows_active = cond_rows(q.shape[0], kwargs["transformer_options"].get("cond_or_uncond"))
-        common = dict(alpha=self.alpha, beta=self.beta, rows_active=rows_active, seq_dim=seq_dim)
-        if self.architecture.attention == "cross":
-            if self.record:
-                self._record_mass(layout, q, k, heads, seq_dim)
-            return vsf_cross_attention(attend, q, k, v, negative=layout.negative, **common)
-        image_len = q.shape[seq_dim] - layout.text_len
-        joint = JointLayout.text_first(layout.negative[0], layout.negative[1] - layout.negative[0], image_len)
-        if self.record:
-            self._record_mass(layout, q.narrow(seq_dim, layout.text_len, image_len), k, heads, seq_dim)
-        return vsf_joint_attention(attend, q, k, v, layout=joint, output_seq_dim=out_dim, **common)
-
-    def _segmented_attention(self, layout: _CallLayout, attend, q, k, v, heads, mask, kwargs, seq_dim, out_dim):
-        """VSF on a family with a layout adapter: the adapter says which calls to act on and the
-        query groups (visibility) of each; the math is vsf_grouped_attention."""
-        segments = layout.segments
-        kind = segments.kind(q.shape[seq_dim], k.shape[seq_dim])
-        groups = segments.vsf_groups(kind)
-        if not groups:
-            return attend(q, k, v, mask)
-        if mask is not None:
-            raise ValueError("NegGuideVSF does not support attention masks on this model yet.")
-        rows_active = cond_rows(q.shape[0], kwargs["transformer_options"].get("cond_or_uncond"))
-        if self.record and any(group.flipped for group in groups):
-            image = segments.image
-            self._record_mass(layout, q.narrow(seq_dim, image[0], image[1] - image[0]), k, heads, seq_dim)
-        return vsf_grouped_attention(attend, q, k, v, groups=groups, negative=segments.negative, alpha=self.alpha,
-                                     beta=self.beta, rows_active=rows_active, seq_dim=seq_dim, output_seq_dim=out_dim)
-
-    def _record_mass(self, layout: _CallLayout, image_queries, k, heads: int, seq_dim: int) -> None:
-        mass = negative_attention_mass(image_queries, k, negative=layout.negative, beta=self.beta, heads=heads, seq_dim=seq_dim)
-        layout.negative_mass.setdefault(mass.shape[1], []).append(mass.float().cpu())
-
-    def _acts_on(self, layout: _CallLayout, q_len: int, k_len: int) -> bool:
-        if self.architecture.attention == "cross" and not self.architecture.cross_attention_marked:
-            return k_len == layout.text_len and q_len != k_len
-        if self.architecture.attention == "cross":
-            if not layout.expect_cross_attention:
-                return False
-            layout.expect_cross_attention = False
-            if k_len != layout.text_len:
-                raise ValueError(
-                    f"NegGuideVSF: a cross-attention saw {k_len} text tokens instead of {layout.text_len}; "
-                    "another node changes the text context inside attention. Apply NegGuideVSF after it."
-                )
-            return True
-        if q_len != k_len or q_len <= layout.text_len:
-            return False
-        return layout.image_len is None or q_len == layout.text_len + layout.image_len
-
-
-def apply_vsf(model, architecture: Architecture, negative_tokens: torch.Tensor, scale: float, bias: float,
+def apply_vsf(model, adapter: FamilyAdapter, negative_tokens: torch.Tensor, scale: float, bias: float,
               window: SigmaWindow, record_attention_map: bool = False):
     """A clone of ``model`` (a ModelPatcher) with VSF attached for the unpadded negative tokens
     [1, n, D]: the APPLY_MODEL wrapper, the chained attention override and, on UNets, the attn2
@@ -300,7 +140,7 @@ def apply_vsf(model, architecture: Architecture, negative_tokens: torch.Tensor, 
     transformer_options = patched.model_options.setdefault("transformer_options", {})
     negtome = negtome_on_top(patched)
     hooks = VSFHooks(
-        architecture, negative_tokens.cpu(), scale, bias,
+        adapter, negative_tokens.cpu(), scale, bias,
         window=window,
         previous_override=negtome.previous_override if negtome else transformer_options.get(OVERRIDE_SLOT),
         record=record_attention_map,
@@ -309,7 +149,7 @@ def apply_vsf(model, architecture: Architecture, negative_tokens: torch.Tensor, 
     if record_attention_map:
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, HOOK_KEY, hooks.reset_per_run)
     transformer_options[OVERRIDE_SLOT] = hooks.attention_override
-    if architecture.cross_attention_marked:
+    if adapter.marks_cross_attention:
         patched.set_model_attn2_patch(hooks.mark_cross_attention)
     if negtome:
         restack_negtome_above(patched, negtome, hooks.attention_override)
@@ -351,7 +191,7 @@ class NegGuideVSF(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, negative, scale, bias, start_percent, end_percent,
                 record_attention_map=False) -> io.NodeOutput:
-        architecture = architecture_of(model, "NegGuideVSF", SUPPORTED_FAMILIES)
+        adapter = family_adapter_of(model, "NegGuideVSF", SUPPORTED_FAMILIES)
         window = SigmaWindow.from_percents(model, start_percent, end_percent, "NegGuideVSF")
         if not negative.strip() or scale == 0:
             reason = "the negative prompt is empty" if not negative.strip() else "scale is 0"
@@ -362,7 +202,7 @@ class NegGuideVSF(io.ComfyNode):
             return io.NodeOutput(model, ui=node_text(f"VSF is off: {reason}; the model is returned unchanged."))
         if model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY):
             raise ValueError("NegGuideVSF is already applied to this model: put every negative concept into one NegGuideVSF node.")
-        patched = apply_vsf(model, architecture, encode_negative(clip, negative), scale, bias, window, record_attention_map)
+        patched = apply_vsf(model, adapter, encode_negative(clip, negative), scale, bias, window, record_attention_map)
         return io.NodeOutput(patched)
 
 

@@ -181,13 +181,13 @@ def guided_baseline(world: World, prompt: str, seed: int, batch: int) -> Sampled
 
 def _vsf(drop_start_token: bool):
     def sample(world: World, prompt: str, negative: str, seed: int, batch: int) -> Sampled:
-        from ..nodes.model_family import architecture_of
+        from ..nodes.model_family import family_adapter_of
         from ..nodes.schedule import SigmaWindow
         from ..nodes.vsf import SUPPORTED_FAMILIES, apply_vsf, encode_negative
 
         s = world.setting
         tokens = encode_negative(world.clip, negative, drop_text_independent=drop_start_token)
-        model = apply_vsf(world.model, architecture_of(world.model, "NegGuideVSF", SUPPORTED_FAMILIES), tokens,
+        model = apply_vsf(world.model, family_adapter_of(world.model, "NegGuideVSF", SUPPORTED_FAMILIES), tokens,
                           s.vsf_scale, s.vsf_bias, SigmaWindow.from_percents(world.model, 0.0, 1.0, "NegGuideVSF"))
         return Sampled(world.ksample(model, world.encode(prompt), world.encode(""), s.plain_cfg, seed, batch))
     return sample

@@ -46,8 +46,7 @@ import math
 from dataclasses import dataclass
 
 from ..vsf import QueryGroup
-
-JOINT, TEXT_ONLY, IMAGE_ONLY = "joint", "text-only", "image-only"
+from .base import IMAGE_ONLY, JOINT, TEXT_ONLY, FamilyAdapter, token_grid
 
 
 def padded(length: int, multiple: int | None) -> int:
@@ -70,17 +69,20 @@ class ZImageCall:
     image: tuple[int, int]
     image_padding: tuple[int, int]
     text_only_calls_left: int
+    grid: tuple[int, int, int]
+    patch_size: int
 
     @classmethod
-    def of(cls, text_len: int, negative_len: int, image_len: int, multiple: int | None,
-           text_only_calls: int) -> "ZImageCall":
+    def of(cls, text_len: int, negative_len: int, grid: tuple[int, int, int], multiple: int | None,
+           text_only_calls: int, patch_size: int = 2) -> "ZImageCall":
         """``text_len`` caption tokens entering the model (P, or P + N with the negative
-        appended), the last ``negative_len`` of them N; ``image_len`` real image tokens."""
+        appended), the last ``negative_len`` of them N; ``grid`` the real image tokens."""
         p = text_len - negative_len
+        image_len = math.prod(grid)
         caption = padded(text_len, multiple)
         image_end = caption + image_len
         return cls((0, p), (p, text_len), (text_len, caption), (caption, image_end),
-                   (image_end, caption + padded(image_len, multiple)), text_only_calls)
+                   (image_end, caption + padded(image_len, multiple)), text_only_calls, grid, patch_size)
 
     @property
     def caption(self) -> int:
@@ -113,7 +115,7 @@ class ZImageCall:
         not count calls, so any number of hooks may ask."""
         return self.image if q_len == k_len == self.length else None
 
-    def vsf_groups(self, kind: str | None) -> list[QueryGroup]:
+    def vsf_groups(self, kind: str | None, q_len: int) -> list[QueryGroup]:
         """The VSF query groups of a call of ``kind`` (see the module docstring); [] where VSF
         leaves the call alone."""
         if kind not in (JOINT, TEXT_ONLY) or self.negative[1] == self.negative[0]:
@@ -129,10 +131,12 @@ class ZImageCall:
         ]
 
 
-class ZImageAdapter:
+class ZImageAdapter(FamilyAdapter):
     """Reads the layout parameters off a NextDiT (duck-typed: this module imports no ComfyUI)."""
 
     family = "z_image"
+    default_patch_size = 2
+    pads_text = True
 
     def supports(self, diffusion_model) -> bool:
         """Z-Image's NextDiT: padded caption/image parts (Lumina Image 2.0 pads nothing and
@@ -145,10 +149,9 @@ class ZImageAdapter:
             raise ValueError(
                 f"{method} does not support Z-Image reference images (Z-Image Omni / edit conditioning) yet: "
                 "their tokens join the sequence in another layout. Use it on text-to-image Z-Image (Turbo).")
-        patch = diffusion_model.patch_size
-        image_len = math.ceil(latent_shape[-2] / patch) * math.ceil(latent_shape[-1] / patch)
-        return ZImageCall.of(text_len, negative_len, image_len, diffusion_model.pad_tokens_multiple,
-                             len(diffusion_model.context_refiner))
+        patch = self.patch_size(diffusion_model)
+        return ZImageCall.of(text_len, negative_len, token_grid(latent_shape, patch), diffusion_model.pad_tokens_multiple,
+                             len(diffusion_model.context_refiner), patch)
 
 
-ADAPTER = ZImageAdapter()
+Z_IMAGE = ZImageAdapter()

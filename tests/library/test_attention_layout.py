@@ -40,6 +40,7 @@ import torch
 
 import nodes
 
+from negguide.attention_patches.families import ADAPTERS, JOINT
 from negguide.harness import zoo
 
 WIDTH, HEIGHT = 96, 64  # pixels -> latent 12 x 8, deliberately not square
@@ -159,6 +160,21 @@ def assert_flux_blocks(calls, n_double: int, n_single: int, heads: int, head_dim
             assert tuple(t.shape) == (1, heads, length, head_dim)
 
 
+def assert_host_slices_match_the_adapter(calls, z, txt: int) -> None:
+    """Where the host publishes the image span itself (0.33: img_slice in Flux's single blocks),
+    the family adapter's layout of the call must give the same span and call it joint. Hosts that
+    do not publish it (0.3.75) leave nothing to compare, so at least the adapter's span must be
+    the shape-derived one."""
+    dm = z.model.model.diffusion_model
+    layout = ADAPTERS[zoo.FAMILIES[z.name]].call_layout(
+        dm, tuple(z.empty_latent(WIDTH, HEIGHT)["samples"].shape), txt, 0, {}, "test")
+    for c in calls:
+        assert layout.kind(c.q.shape[2], c.k.shape[2]) == JOINT
+        assert layout.image_span(c.q.shape[2], c.k.shape[2]) == (txt, c.q.shape[2])
+        if c.options["img_slice"] is not None:
+            assert c.options["block_type"] == "single" and tuple(c.options["img_slice"]) == layout.image
+
+
 @pytest.mark.parametrize("name", ["flux", "chroma"])
 def test_flux_family_joint_layout(name):
     z = zoo.build(name)
@@ -174,6 +190,7 @@ def test_flux_family_joint_layout(name):
     with Captured(dm.double_blocks[0].img_attn.norm) as img_qk, Captured(dm.double_blocks[0].txt_attn.norm) as txt_qk:
         base = run(z, a)
     assert_flux_blocks(base, n_double, n_single, heads, head_dim, txt + img)
+    assert_host_slices_match_the_adapter(base, z, txt)
 
     text_changed, image_changed = run(z, a_text_b), run(z, a, seed=2)
     assert_rows(base[0], text_changed[0], image_changed[0], dim=2, txt=txt, img=img, order="text_first")
@@ -206,9 +223,7 @@ def test_flux2_joint_layout():
     with Captured(dm.double_blocks[0].img_attn.norm) as img_qk, Captured(dm.double_blocks[0].txt_attn.norm) as txt_qk:
         base = run(z, a)
     assert_flux_blocks(base, n_double, n_single, heads, head_dim, txt + img)
-    for c in base:
-        if c.options["img_slice"] is not None:  # set for the single blocks (0.33)
-            assert c.options["block_type"] == "single" and list(c.options["img_slice"]) == [txt, txt + img]
+    assert_host_slices_match_the_adapter(base, z, txt)
 
     text_changed, image_changed = run(z, a_text_b), run(z, a, seed=2)
     assert_rows(base[0], text_changed[0], image_changed[0], dim=2, txt=txt, img=img, order="text_first")

@@ -10,11 +10,13 @@ import comfy.patcher_extension
 import comfy.samplers
 import nodes
 
-from negguide.attention_patches.architectures import chunk_groups
+from negguide.attention_patches.calls import chunk_groups
+from negguide.attention_patches.families.base import SELF_ATTENTION_OUTPUT_PATCH
+from negguide.attention_patches.negtome_hooks import HOOK_KEY, ModelCall
 from negguide.harness import zoo
 from negguide.nodes import negtome as negtome_node
-from negguide.nodes.negtome import HOOK_KEY, NegGuideNegToMe, apply_negtome
-from negguide.nodes.model_family import architecture_of
+from negguide.nodes.negtome import NegGuideNegToMe, apply_negtome
+from negguide.nodes.model_family import family_adapter_of
 from negguide.nodes.schedule import SigmaWindow
 
 SUPPORTED = [name for name in zoo.ARCHITECTURES if zoo.FAMILIES[name] in negtome_node.SUPPORTED_FAMILIES]
@@ -43,9 +45,9 @@ def with_feature_recorder(entry, model):
     installed on top that chains NegToMe's). Records (sigma, layout or None, features [B, I, D])."""
     records = []
     model = model.clone()
-    arch = architecture_of(model, "test", negtome_node.SUPPORTED_FAMILIES)
+    adapter = family_adapter_of(model, "test", negtome_node.SUPPORTED_FAMILIES)
 
-    if arch.family == "unet":
+    if adapter.negtome_point == SELF_ATTENTION_OUTPUT_PATCH:
         def after(n, extra_options):
             records.append((float(extra_options["sigmas"].max()), extra_options.get(HOOK_KEY), n.detach().clone()))
             return n
@@ -54,15 +56,13 @@ def with_feature_recorder(entry, model):
 
     options = model.model_options.setdefault("transformer_options", {})
     previous = options.get("optimized_attention_override")
-    probe = negtome_node.NegToMeHooks(arch, 0.0, 0.0, 0.0, 0.0)
-
     def recorder(func, q, k, v, heads, mask=None, **kwargs):
         out = previous(func, q, k, v, heads, mask=mask, **kwargs) if previous else func(q, k, v, heads, mask=mask, **kwargs)
         t_opts = kwargs["transformer_options"]
         layout = t_opts.get(HOOK_KEY)
         span_layout = layout or t_opts.get("negtome_test_layout")
-        span = probe._image_span(span_layout, q.shape[2 if kwargs.get("skip_reshape") else 1],
-                                 k.shape[2 if kwargs.get("skip_reshape") else 1]) if span_layout else None
+        seq_dim = 2 if kwargs.get("skip_reshape") else 1
+        span = span_layout.layout.image_span(q.shape[seq_dim], k.shape[seq_dim]) if span_layout else None
         if span is not None:
             lo, hi = span
             feats = out[:, :, lo:hi].transpose(1, 2).flatten(2) if kwargs.get("skip_output_reshape") else out[:, lo:hi]
@@ -71,10 +71,9 @@ def with_feature_recorder(entry, model):
 
     def layout_wrapper(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         """Records the layout of every call (also outside NegToMe's window / unpatched)."""
-        segments = None if arch.adapter is None else arch.adapter.call_layout(
-            executor.class_obj.diffusion_model, tuple(x.shape), c_crossattn.shape[1], 0, kwargs, "test")
-        layout = negtome_node._CallLayout(chunk_groups(x.shape[0], transformer_options.get("cond_or_uncond")), None,
-                                          c_crossattn.shape[1], arch.image_tokens(x.shape), (1, 1, 1), segments=segments)
+        layout = ModelCall(chunk_groups(x.shape[0], transformer_options.get("cond_or_uncond")), None,
+                           adapter.call_layout(executor.class_obj.diffusion_model, tuple(x.shape), c_crossattn.shape[1], 0,
+                                               kwargs, "test"))
         return executor(x, t, c_concat, c_crossattn, control, {**transformer_options, "negtome_test_layout": layout}, **kwargs)
 
     options["optimized_attention_override"] = recorder
@@ -139,8 +138,8 @@ def test_identity_when_nothing_can_match_and_at_alpha_zero(name):
     alpha 0: the node returns the model unchanged."""
     entry = zoo.build(name)
     plain = sample(entry, entry.model, batch=2)
-    arch = architecture_of(entry.model, "test", negtome_node.SUPPORTED_FAMILIES)
-    unmatched = apply_negtome(entry.model, arch, 0.9, 2.0, SigmaWindow.from_percents(entry.model, 0.0, 1.0, "test"))
+    adapter = family_adapter_of(entry.model, "test", negtome_node.SUPPORTED_FAMILIES)
+    unmatched = apply_negtome(entry.model, adapter, 0.9, 2.0, SigmaWindow.from_percents(entry.model, 0.0, 1.0, "test"))
     assert torch.equal(sample(entry, unmatched, batch=2), plain)
     assert patch(entry.model, alpha=0.0) is entry.model
 
@@ -217,13 +216,13 @@ def test_reference_mode_keeps_batch_size_and_moves_away_from_reference(name):
     reference row's (alpha 1.5) or toward it (alpha -0.9), and the output latents move away from
     the reference latent."""
     entry = zoo.build(name)
-    arch = architecture_of(entry.model, "test", negtome_node.SUPPORTED_FAMILIES)
+    adapter = family_adapter_of(entry.model, "test", negtome_node.SUPPORTED_FAMILIES)
     plain = sample(entry, entry.model, batch=2, steps=3, cfg=2.0)
     reference = plain[:1].clone()
     runs = {}
     for label, alpha, tau in (("none", 1.5, 2.0), ("away", 1.5, 0.0), ("toward", -0.9, 0.0)):
         model, records = with_feature_recorder(
-            entry, apply_negtome(entry.model, arch, alpha, tau, SigmaWindow.from_percents(entry.model, 0.0, 1.0, "test"),
+            entry, apply_negtome(entry.model, adapter, alpha, tau, SigmaWindow.from_percents(entry.model, 0.0, 1.0, "test"),
                           reference=reference, seed=5))
         out = sample(entry, model, batch=2, steps=3, cfg=2.0)
         assert out.shape == plain.shape and torch.isfinite(out).all()
@@ -271,9 +270,9 @@ def test_flux2_merge_covers_every_image_token_and_no_text_token():
 
     base = entry.model.clone()
     base.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = below
-    arch = architecture_of(base, "test", negtome_node.SUPPORTED_FAMILIES)
-    assert arch.family == "flux2" and arch.patch_size == 1
-    model = apply_negtome(base, arch, alpha, -1.0, SigmaWindow.from_percents(base, 0.0, 1.0, "test"))
+    adapter = family_adapter_of(base, "test", negtome_node.SUPPORTED_FAMILIES)
+    assert adapter.family == "flux2" and adapter.patch_size(dm) == 1
+    model = apply_negtome(base, adapter, alpha, -1.0, SigmaWindow.from_percents(base, 0.0, 1.0, "test"))
     options = model.model_options["transformer_options"]
     negtome_override = options["optimized_attention_override"]
 

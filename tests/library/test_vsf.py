@@ -9,7 +9,7 @@ import comfy.model_base
 import comfy.samplers
 import nodes
 
-from negguide.attention_patches.architectures import ARCHITECTURES
+from negguide.attention_patches.families import ADAPTERS
 from negguide.harness import zoo
 from negguide.nodes import vsf as vsf_node
 from negguide.nodes.vsf import NegGuideVSF
@@ -22,7 +22,7 @@ OTHER_NEGATIVE = "a blue square"  # as many tokens as NEGATIVE with every tokeni
 def pads_caption(name):
     """Families whose model pads the caption (Z-Image): appending N moves the model's own
     padding, so "as if N were absent" means "the same for every N of that length"."""
-    return ARCHITECTURES[zoo.FAMILIES[name]].adapter is not None
+    return ADAPTERS[zoo.FAMILIES[name]].pads_text
 
 
 def patch(model, clip, negative=NEGATIVE, scale=3.0, bias=0.1, start=0.0, end=1.0):
@@ -178,7 +178,7 @@ def test_captured_attention_calls_show_layout_and_masks(name):
     denoise_once(entry, patched, x)
     masked = [c for c in recorder.calls if c[2] is not None]
     assert masked, f"VSF never reached an attention call: {[c[:2] for c in recorder.calls]}"
-    if ARCHITECTURES[entry.family].attention == "cross":
+    if ADAPTERS[entry.family].attention == "cross":
         for q_shape, k_shape, mask, _ in masked:
             text = k_shape[1]
             assert mask.shape[-1] == text

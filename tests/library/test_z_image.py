@@ -26,20 +26,20 @@ INF = float("-inf")
 
 
 def test_call_layout_follows_the_models_padding_rule():
-    call = ZImageCall.of(text_len=24, negative_len=11, image_len=24, multiple=32, text_only_calls=2)
+    call = ZImageCall.of(text_len=24, negative_len=11, grid=(1, 4, 6), multiple=32, text_only_calls=2)
     assert (call.positive, call.negative, call.caption_padding) == ((0, 13), (13, 24), (24, 32))
     assert (call.image, call.image_padding, call.length) == ((32, 56), (56, 64), 64)
     # padded caption == padded image (32): the first two calls of that length are the text-only ones
     assert [call.kind(32, 32) for _ in range(4)] == [TEXT_ONLY, TEXT_ONLY, IMAGE_ONLY, IMAGE_ONLY]
     assert call.kind(64, 64) == JOINT and call.kind(64, 32) is None and call.image_span(64, 64) == (32, 56)
     assert call.image_span(32, 32) is None
-    exact = ZImageCall.of(text_len=32, negative_len=8, image_len=64, multiple=32, text_only_calls=2)
+    exact = ZImageCall.of(text_len=32, negative_len=8, grid=(1, 8, 8), multiple=32, text_only_calls=2)
     assert exact.caption_padding == (32, 32) and exact.image_padding == (96, 96)
-    assert exact.vsf_groups(JOINT) == [QueryGroup(((32, 96),), flipped=True),
+    assert exact.vsf_groups(JOINT, 96) == [QueryGroup(((32, 96),), flipped=True),
                                        QueryGroup(((0, 24),), hidden=((24, 32),)),
                                        QueryGroup(((24, 32),), hidden=((0, 24),))]
     assert padded(33, 32) == 64 and padded(0, 32) == 0 and padded(5, None) == 5
-    assert call.vsf_groups(IMAGE_ONLY) == [] and ZImageCall.of(13, 0, 24, 32, 2).vsf_groups(JOINT) == []
+    assert call.vsf_groups(IMAGE_ONLY, 32) == [] and ZImageCall.of(13, 0, (1, 4, 6), 32, 2).vsf_groups(JOINT, 64) == []
 
 
 def test_the_negative_enters_with_its_real_tokens_only():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from negguide.attention_patches.architectures import chunk_groups, cond_rows
+from negguide.attention_patches.calls import chunk_groups, cond_rows
 from negguide.attention_patches.negtome import (
     chunk_size,
     diversity_merge,

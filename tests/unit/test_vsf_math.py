@@ -9,7 +9,7 @@ from negguide.attention_patches.vsf import (
     JointLayout,
     negative_attention_mass,
     vsf_cross_attention,
-    vsf_joint_attention,
+    vsf_grouped_attention,
 )
 
 DTYPE = torch.float64  # closed-form comparisons at double precision
@@ -108,8 +108,8 @@ def test_joint_attention_matches_dense_mask_reference(beta, output_layout):
         attention, out_dim, expected_fn = sdpa, 2, lambda x: x
     else:
         attention, out_dim, expected_fn = (lambda *a: heads_last(sdpa(*a))), 1, heads_last
-    out = vsf_joint_attention(
-        attention, q, k, v, layout=layout, alpha=3.0, beta=beta, rows_active=rows, seq_dim=2, output_seq_dim=out_dim
+    out = vsf_grouped_attention(
+        attention, q, k, v, groups=layout.query_groups(), negative=layout.negative, alpha=3.0, beta=beta, rows_active=rows, seq_dim=2, output_seq_dim=out_dim
     )
     torch.testing.assert_close(out, expected_fn(joint_reference(q, k, v, layout, 3.0, beta)), rtol=1e-10, atol=1e-12)
 
@@ -119,8 +119,8 @@ def test_joint_attention_fully_masked_flip_equals_plain_model_without_negative()
     layout = JointLayout.text_first(positive_len=3, negative_len=2, image_len=6)
     q, k, v = random_qkv(q_len=11, k_len=11, seed=2)
     rows = torch.ones(2, dtype=torch.bool)
-    out = vsf_joint_attention(
-        sdpa, q, k, v, layout=layout, alpha=3.0, beta=float("inf"), rows_active=rows, seq_dim=2, output_seq_dim=2
+    out = vsf_grouped_attention(
+        sdpa, q, k, v, groups=layout.query_groups(), negative=layout.negative, alpha=3.0, beta=float("inf"), rows_active=rows, seq_dim=2, output_seq_dim=2
     )
     keep = torch.tensor([0, 1, 2, 5, 6, 7, 8, 9, 10])  # P and I
     plain = sdpa(q[:, :, keep], k[:, :, keep], v[:, :, keep], None)
@@ -131,8 +131,8 @@ def test_joint_attention_inactive_rows_ignore_negative():
     layout = JointLayout.text_first(positive_len=3, negative_len=2, image_len=6)
     q, k, v = random_qkv(q_len=11, k_len=11, seed=3)
     rows = torch.tensor([False, True])
-    out = vsf_joint_attention(
-        sdpa, q, k, v, layout=layout, alpha=3.0, beta=0.1, rows_active=rows, seq_dim=2, output_seq_dim=2
+    out = vsf_grouped_attention(
+        sdpa, q, k, v, groups=layout.query_groups(), negative=layout.negative, alpha=3.0, beta=0.1, rows_active=rows, seq_dim=2, output_seq_dim=2
     )
     keep = torch.tensor([0, 1, 2, 5, 6, 7, 8, 9, 10])
     plain = sdpa(q[:1, :, keep], k[:1, :, keep], v[:1, :, keep], None)

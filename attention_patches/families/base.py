@@ -1,0 +1,60 @@
+"""The adapter interface every family implements (see families/__init__.py) and what all share."""
+
+from __future__ import annotations
+
+import math
+
+JOINT, CROSS, SELF, TEXT_ONLY, IMAGE_ONLY = "joint", "cross", "self", "text-only", "image-only"
+"""What an attention call is: text and image in one sequence; image queries over text keys;
+image tokens only in a block's self-attention; a text-only or image-only refiner call."""
+
+ATTENTION_OUTPUT, SELF_ATTENTION_OUTPUT_PATCH = "attention output", "self-attention output patch"
+"""Where NegToMe merges: the output of the attention override's call, or (UNets) the
+attn1_output_patch after to_out, the reference SDXL point."""
+
+
+def spatial_patch_size(diffusion_model, default: int) -> int:
+    """The patch size ``diffusion_model`` uses over height and width (an int, or the last entry of
+    a (t, h, w) tuple: Wan), else ``default`` (a checkpoint of a family may differ from the
+    family's usual size, so the model's own value wins)."""
+    patch = getattr(diffusion_model, "patch_size", None)
+    if isinstance(patch, (tuple, list)) and patch:
+        patch = patch[-1]
+    return patch if isinstance(patch, int) and patch > 0 else default
+
+
+def token_grid(latent_shape: tuple[int, ...], patch_size: int) -> tuple[int, int, int]:
+    """(frames, height, width) of the image tokens of a [B, C, H, W] (or video [B, C, T, H, W])
+    latent after patchification (ComfyUI pads a partial patch); frames are not patched."""
+    frames = math.prod(latent_shape[2:-2])
+    return frames, math.ceil(latent_shape[-2] / patch_size), math.ceil(latent_shape[-1] / patch_size)
+
+
+class FamilyAdapter:
+    """Base of the per-family adapters: the facts a method's hooks need, read off the model
+    duck-typed (no ComfyUI import). Subclasses set the class attributes and ``call_layout``."""
+
+    family: str
+    attention: str = "joint"
+    """"joint": text and image share one sequence; "cross": text enters through cross-attention."""
+    default_patch_size: int = 1
+    negtome_point: str = ATTENTION_OUTPUT
+    marks_cross_attention: bool = False
+    pads_text: bool = False
+    """True where the model pads the text itself inside its forward (Z-Image): VSF's N is appended
+    before that padding, so the padding moves with N's length."""
+
+    def supports(self, diffusion_model) -> bool:
+        """Whether ``diffusion_model`` has this family's layout (the model class alone says so for
+        most families)."""
+        return True
+
+    def patch_size(self, diffusion_model) -> int:
+        return spatial_patch_size(diffusion_model, self.default_patch_size)
+
+    def call_layout(self, diffusion_model, latent_shape: tuple[int, ...], text_len: int, negative_len: int,
+                    conds: dict, method: str):
+        """The layout of one model call: ``text_len`` text tokens enter the model (the last
+        ``negative_len`` of them VSF's negative N), the latent has ``latent_shape``, ``conds`` are
+        the model call's extra inputs (reference latents...); errors name ``method``."""
+        raise NotImplementedError

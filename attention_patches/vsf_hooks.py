@@ -1,0 +1,125 @@
+"""The hooks NegGuideVSF attaches (nodes/vsf.py attaches them to a ModelPatcher clone): plain
+callables with ComfyUI's hook signatures, no ComfyUI import. Math: attention_patches/vsf.py;
+where the tokens sit: the family adapter (attention_patches/families/).
+
+- ``apply_model_wrapper`` (APPLY_MODEL wrapper): inside the sigma window, appends the negative's
+  real tokens N to the text context of every row and asks the family adapter for the layout of
+  this model call, which the attention calls read from transformer_options;
+- ``attention_override`` (transformer_options["optimized_attention_override"], chaining what the
+  slot held): VSF on the calls the layout says see the text;
+- ``mark_cross_attention`` (UNet attn2_patch): marks the next attention call as a cross-attention.
+Rows of the unconditional CFG branch never see N, so with cfg > 1 VSF acts on the cond branch only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .calls import cond_rows, sequence_dims
+from .families import CROSS
+from .families.base import FamilyAdapter
+from .override_chain import OverrideReach, call_chained
+from .vsf import mass_on_latent_grid, negative_attention_mass, vsf_cross_attention, vsf_grouped_attention
+
+METHOD = "NegGuideVSF"
+HOOK_KEY = "negguide_vsf"
+"""Key of the wrappers, and of this model call's record in transformer_options."""
+
+
+@dataclass
+class _ModelCall:
+    """One model call, shared with its attention calls."""
+
+    layout: object
+    """The family adapter's CallLayout of this call."""
+    rows_active: torch.Tensor
+    """Cond rows of the model call's batch (for the recorded maps); attention calls take theirs
+    from their own batch, which a hook inside this one (NegToMe's reference rows) may enlarge."""
+    reach: OverrideReach = field(default_factory=OverrideReach)
+    negative_mass: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    """With recording on: image-token count -> [B, L] attention masses on N of each call."""
+
+
+class VSFHooks:
+    def __init__(self, adapter: FamilyAdapter, negative: torch.Tensor, alpha: float, beta: float,
+                 window, previous_override=None, record: bool = False):
+        self.adapter = adapter
+        self.negative = negative
+        """[1, n, D]: the negative's real tokens (nodes/vsf.py encode_negative)."""
+        self.alpha = alpha
+        self.beta = beta
+        self.window = window
+        """Sigmas where VSF acts (``sigma in window``)."""
+        self.previous_override = previous_override
+        self.record = record
+        self.maps: list[tuple[float, torch.Tensor]] = []
+        """With recording on: (sigma, [B_cond, H, W] map) per model call of the last run."""
+        self.runs = 0
+        """With recording on: sampling runs started with this model."""
+
+    def reset_per_run(self, executor, *args, **kwargs):
+        """OUTER_SAMPLE wrapper (recording only): each sampling run starts a new record."""
+        self.maps = []
+        self.runs += 1
+        return executor(*args, **kwargs)
+
+    def apply_model_wrapper(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+        sigma = float(t.max())
+        if c_crossattn is None or sigma not in self.window:
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        if kwargs.get("attention_mask") is not None:
+            raise ValueError(f"{METHOD} does not support text attention masks on this model yet.")
+        if self.negative.shape[-1] != c_crossattn.shape[-1]:
+            raise ValueError(
+                f"{METHOD}: the negative prompt was encoded to {self.negative.shape[-1]}-dim tokens, "
+                f"but this {self.adapter.family} model's text context is {c_crossattn.shape[-1]}-dim. "
+                "Connect the CLIP that was loaded for this model."
+            )
+        batch, n = c_crossattn.shape[0], self.negative.shape[1]
+        negative = self.negative.to(c_crossattn).expand(batch, -1, -1)
+        layout = self.adapter.call_layout(executor.class_obj.diffusion_model, tuple(x.shape), c_crossattn.shape[1] + n,
+                                          n, kwargs, METHOD)
+        call = _ModelCall(layout, cond_rows(batch, transformer_options.get("cond_or_uncond")))
+        transformer_options = {**transformer_options, HOOK_KEY: call}
+        out = executor(x, t, c_concat, torch.cat([c_crossattn, negative], dim=1), control, transformer_options, **kwargs)
+        call.reach.check(METHOD, transformer_options)
+        if self.record and call.negative_mass:
+            grid = mass_on_latent_grid(call.negative_mass, tuple(x.shape), layout.patch_size)
+            self.maps.append((sigma, grid[call.rows_active]))
+        return out
+
+    def mark_cross_attention(self, n, context_attn2, value_attn2, extra_options):
+        call = extra_options.get(HOOK_KEY)
+        if call is not None:
+            call.layout.mark_cross_attention()
+        return n, context_attn2, value_attn2
+
+    def attention_override(self, func, q, k, v, heads, mask=None, **kwargs):
+        def attend(q_, k_, v_, mask_):
+            return call_chained(self.previous_override, func, q_, k_, v_, heads, mask=mask_, **kwargs)
+
+        call = kwargs.get("transformer_options", {}).get(HOOK_KEY)
+        if call is None:
+            return attend(q, k, v, mask)
+        call.reach.calls += 1
+        seq_dim, out_dim = sequence_dims(kwargs.get("skip_reshape", False), kwargs.get("skip_output_reshape", False))
+        q_len = q.shape[seq_dim]
+        kind = call.layout.kind(q_len, k.shape[seq_dim])
+        groups = call.layout.vsf_groups(kind, q_len)
+        if kind != CROSS and not groups:
+            return attend(q, k, v, mask)
+        if mask is not None:
+            raise ValueError(f"{METHOD} does not support attention masks on this model yet.")
+        rows_active = cond_rows(q.shape[0], kwargs["transformer_options"].get("cond_or_uncond"))
+        negative = call.layout.negative
+        if self.record and (kind == CROSS or any(group.flipped for group in groups)):
+            lo, hi = (0, q_len) if kind == CROSS else call.layout.image
+            mass = negative_attention_mass(q.narrow(seq_dim, lo, hi - lo), k, negative=negative, beta=self.beta,
+                                           heads=heads, seq_dim=seq_dim)
+            call.negative_mass.setdefault(mass.shape[1], []).append(mass.float().cpu())
+        common = dict(negative=negative, alpha=self.alpha, beta=self.beta, rows_active=rows_active, seq_dim=seq_dim)
+        if kind == CROSS:
+            return vsf_cross_attention(attend, q, k, v, **common)
+        return vsf_grouped_attention(attend, q, k, v, groups=groups, output_seq_dim=out_dim, **common)
