@@ -39,6 +39,7 @@ flux        flux        0.49 M     5.41 M     2.46 M     0.13 s   0.07 s  [B,16,
 chroma      flux        0.39 M     2.14 M     2.46 M     0.08 s   0.08 s  [B,16,H,W] TAESD
 flux2       flux2       0.43 M     5.50 M     37.56 M    0.13 s   0.08 s  [B,128,H,W] Flux.2 VAE (16x)
 wan21       wan         0.16 M     1.05 M     0.92 M     0.06 s   0.16 s  [B,16,T,H,W] Wan 2.1 VAE
+wan22       wan         0.18 M     1.05 M     11.42 M    0.04 s   0.05 s  [B,48,T,H,W] TAEHV (16x)
 qwen_image  qwen_image  0.34 M     5.01 M     0.92 M     0.06 s   0.13 s  [B,16,1,H,W] Wan 2.1 VAE
 z_image     z_image     6.41 M     4.93 M     2.46 M     0.06 s   0.02 s  [B,16,H,W] TAESD (Flux latents)
 ==========  ==========  =========  =========  =========  =======  ======  ==============================
@@ -98,6 +99,11 @@ Per architecture (what is real, what is shrunk, what deviates):
   min_length 512) over ``text_encoders/t5_tokenizer``. VAE: the real Wan 2.1 VAE class
   (comfy.ldm.wan.vae.WanVAE, detected by comfy.sd.VAE from its keys) with base width 8.
   Latents are video latents [B, 16, T, H/8, W/8]; ``empty_latent`` gives one frame (T = 1).
+- wan22: Wan 2.2 TI2V 5B (comfy.supported_models.WAN22_T2V -> model_base.WAN22, image_to_video):
+  the wan21 blocks over 48-channel latents at 16x (patch (1,2,2)), same text encoder. VAE: TAEHV
+  with 48 latent channels (the taew2_2 layout comfy.sd.VAE detects on both hosts; ComfyUI
+  passes its output through unclamped); the full Wan 2.2 VAE has widths ComfyUI fixes (160/256).
+  Row measured on the 0.33 tree. The 14B high/low-noise pair is the Wan 2.1 architecture (wan21).
 - qwen_image: Qwen-Image MMDiT (60 -> 2 joint blocks, 2 heads of 32, axes (8,12,12)); text
   encoder: ComfyUI's Qwen2.5-VL-7B class (hidden 32, 2 layers; head_dim 128 and the 152064-token
   vocabulary are fixed by ComfyUI) with the real Qwen2.5 tokenizer and chat template (the template
@@ -118,7 +124,7 @@ Per architecture (what is real, what is shrunk, what deviates):
   16 channels, 8x); the zoo gives it a 16-channel TAESD like flux. Row measured on the 0.33 tree
   (unloaded machine: compare with care); builds on 0.3.75 too (both have ZImage).
 
-All eight other architectures build on ComfyUI 0.3.75 and 0.33; flux2 builds on 0.33 only.
+All nine other architectures build on ComfyUI 0.3.75 and 0.33; flux2 builds on 0.33 only.
 Where text and image tokens sit in each one's attention calls is pinned down by
 tests/library/test_attention_layout.py.
 """
@@ -136,7 +142,8 @@ import torch
 
 from ..shapes_world.host_compat import complete_params
 
-ARCHITECTURES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux", "chroma", "flux2", "wan21", "qwen_image", "z_image")
+ARCHITECTURES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux", "chroma", "flux2", "wan21", "wan22", "qwen_image",
+                                  "z_image")
 
 FAMILIES: dict[str, str] = {
     "sd15": "unet",
@@ -146,21 +153,22 @@ FAMILIES: dict[str, str] = {
     "chroma": "flux",
     "flux2": "flux2",
     "wan21": "wan",
+    "wan22": "wan",
     "qwen_image": "qwen_image",
     "z_image": "z_image",
 }
 
 # Architectures whose latent format is 3-D (video latents [B, C, T, H, W]).
-VIDEO_LATENT: frozenset[str] = frozenset({"wan21", "qwen_image"})
+VIDEO_LATENT: frozenset[str] = frozenset({"wan21", "wan22", "qwen_image"})
 
 # Latent channels per architecture (the latent_format's latent_channels).
 LATENT_CHANNELS: dict[str, int] = {
-    "sd15": 4, "sdxl": 4, "sd3": 16, "flux": 16, "chroma": 16, "flux2": 128, "wan21": 16, "qwen_image": 16,
-    "z_image": 16,
+    "sd15": 4, "sdxl": 4, "sd3": 16, "flux": 16, "chroma": 16, "flux2": 128, "wan21": 16, "wan22": 48,
+    "qwen_image": 16, "z_image": 16,
 }
 
 # Pixels per latent cell along height and width (the latent_format's spacial_downscale_ratio).
-LATENT_DOWNSCALE: dict[str, int] = {name: 16 if name == "flux2" else 8 for name in ARCHITECTURES}
+LATENT_DOWNSCALE: dict[str, int] = {name: 16 if name in ("flux2", "wan22") else 8 for name in ARCHITECTURES}
 
 # The ComfyUI classes each architecture is built from that some supported host may lack, as
 # (module, attribute) pairs: an architecture is available exactly when its host has all of them.
@@ -569,19 +577,47 @@ def _wan_tokenizer(embedding_directory=None, tokenizer_data={}):
                                        clip_name="umt5xxl", tokenizer=umt5_like)
 
 
-def _build_wan21(name, seed):
-    import comfy.supported_models
+def _wan(name: str, seed: int, config_cls, latent_channels: int, vae):
+    """A Wan DiT of ``config_cls`` (dim 64, 2 heads, 2 blocks, patch (1,2,2)) over ``latent_channels``
+    latent channels, with the zoo's UMT5-like text encoder."""
     import comfy.text_encoders.wan
 
     t5_dim = 32
-    unet_config = {"image_model": "wan2.1", "model_type": "t2v", "patch_size": (1, 2, 2), "in_dim": 16,
-                   "out_dim": 16, "dim": 64, "ffn_dim": 128, "num_heads": 2, "num_layers": 2, "freq_dim": 256,
-                   "text_dim": t5_dim, "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True,
-                   "eps": 1e-6}
-    model = _diffusion(name, seed, comfy.supported_models.WAN21_T2V, unet_config)
+    unet_config = {"image_model": "wan2.1", "model_type": "t2v", "patch_size": (1, 2, 2), "in_dim": latent_channels,
+                   "out_dim": latent_channels, "dim": 64, "ffn_dim": 128, "num_heads": 2, "num_layers": 2,
+                   "freq_dim": 256, "text_dim": t5_dim, "window_size": (-1, -1), "qk_norm": True,
+                   "cross_attn_norm": True, "eps": 1e-6}
+    model = _diffusion(name, seed, config_cls, unet_config)
     clip = _clip(name, seed, _wan_tokenizer, comfy.text_encoders.wan.te(),
                  {"umt5xxl_model_config": {**_t5_config(t5_dim, model_type="umt5"), "vocab_size": 32128}})
-    return model, clip, _wan_vae(name, seed)
+    return model, clip, vae(name, seed)
+
+
+def _build_wan21(name, seed):
+    import comfy.supported_models
+
+    return _wan(name, seed, comfy.supported_models.WAN21_T2V, 16, _wan_vae)
+
+
+def _taew22_vae(name: str, seed: int):
+    """TAEHV with 48 latent channels: the tiny Wan 2.2 VAE (taew2_2) that comfy.sd.VAE detects from
+    its keys on both hosts (16x spatial, 4x temporal). ComfyUI fixes the full Wan 2.2 VAE's widths
+    (160 / 256, hundreds of millions of parameters), too big for a random-weight zoo model."""
+    import comfy.sd
+    import comfy.taesd.taehv
+
+    tae = comfy.taesd.taehv.TAEHV(latent_channels=48, latent_format=None)
+    initialise(tae, _generator(name, "vae", seed))
+    return comfy.sd.VAE(sd=dict(tae.state_dict()))
+
+
+def _build_wan22(name, seed):
+    """Wan 2.2 TI2V 5B (comfy.supported_models.WAN22_T2V -> model_base.WAN22): the Wan 2.1 blocks
+    over 48-channel latents at 16x. The 14B A14B high/low-noise pair is the Wan 2.1 architecture
+    (wan21)."""
+    import comfy.supported_models
+
+    return _wan(name, seed, comfy.supported_models.WAN22_T2V, 48, _taew22_vae)
 
 
 def _tiny_qwen_vl(device=None, dtype=None, model_options={}, **kwargs):
@@ -636,7 +672,8 @@ def _build_z_image(name, seed):
 
 _BUILDERS: dict[str, Callable] = {
     "sd15": _build_sd15, "sdxl": _build_sdxl, "sd3": _build_sd3, "flux": _build_flux,
-    "chroma": _build_chroma, "flux2": _build_flux2, "wan21": _build_wan21, "qwen_image": _build_qwen_image,
+    "chroma": _build_chroma, "flux2": _build_flux2, "wan21": _build_wan21, "wan22": _build_wan22,
+    "qwen_image": _build_qwen_image,
     "z_image": _build_z_image,
 }
 
