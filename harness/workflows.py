@@ -63,7 +63,8 @@ the frontend's side bar and below its tab and tool bars (1.49)."""
 widgets (LiteGraph's low-quality rendering) and titles become hard to read."""
 
 # Real file name -> harness/standins.py stand-in. Every "models" entry of a bundled workflow must
-# have one (tests/server/test_workflows.py checks), so a new workflow on a new model fails loudly.
+# have one or a NO_STANDIN reason (tests/server/test_workflows.py checks), so a new workflow on a
+# new model fails loudly.
 STANDIN_OF: dict[str, str] = {
     "v1-5-pruned-emaonly-fp16.safetensors": "sd15",
     "sd_xl_base_1.0.safetensors": "sdxl_base",
@@ -76,6 +77,29 @@ STANDIN_OF: dict[str, str] = {
     "t5xxl_fp8_e4m3fn_scaled.safetensors": "t5xxl_fp8",
     "ae.safetensors": "taesd16",
 }
+NO_STANDIN: dict[str, str] = {
+    name: f"no stand-in for {name}: the stock CLIPLoader builds {encoder} at its fixed full size (its detection "
+          "reads a few keys of the file; every other dimension is fixed), so a stand-in is a multi-GB random encoder (like t5xxl_fp8) that has not been "
+          "built for this workflow yet"
+    for name, encoder in (
+        ("qwen_3_4b.safetensors", "Qwen3-4B (36 layers, hidden 2560, ~4.0 B values)"),
+        ("qwen_2.5_vl_7b_fp8_scaled.safetensors", "Qwen2.5-VL-7B with its vision tower (~8 B values)"),
+        ("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "the UMT5-XXL encoder (~5.7 B values)"),
+    )
+}
+"""Real files of bundled workflows that have no stand-in (why, in words). Their workflows are
+validated and loaded in the browser on every host, but not executed (the execution test skips
+them with this reason). The diffusion models and VAEs of these workflows are not listed: a
+workflow is skipped at its first file without a stand-in."""
+NO_STANDIN.update({
+    name: f"no stand-in for {name} (its workflow's text encoder has none either, so a diffusion-model or VAE "
+          "stand-in alone would not let it run)"
+    for name in ("z_image_turbo_bf16.safetensors", "flux-2-klein-4b.safetensors", "flux2-vae.safetensors",
+                 "qwen_image_fp8_e4m3fn.safetensors", "qwen_image_vae.safetensors",
+                 "Qwen-Image-Lightning-8steps-V1.1.safetensors", "wan2.2_ti2v_5B_fp16.safetensors",
+                 "wan2.2_vae.safetensors", "Wan22_TI2V_5B_Turbo_lora_rank_64_fp16.safetensors")
+})
+
 SLOW_STANDINS = frozenset({"sdxl_base", "flux1_dev", "flux1_schnell", "t5xxl_fp8"})
 """Stand-ins whose workflows take minutes on a 2-core CPU: SDXL (~12 s per model evaluation at
 1024 px) and Flux (~24 s) at their detectable width, and T5-XXL (~44 s per encode at full size)."""
@@ -287,6 +311,12 @@ def widget_errors(workflow: dict, object_info: dict) -> list[str]:
             elif slot.kind == "control" and value not in CONTROL_VALUES:
                 errors.append(f"{where}: control_after_generate of {slot.name} is {value!r}")
     return errors
+
+
+def missing_standins(workflow: dict) -> list[str]:
+    """NO_STANDIN reasons of the files ``workflow`` names (why it cannot execute on stand-ins)."""
+    names = {f.name for f in required_files(workflow) if f.standin is None}
+    return [reason for name, reason in NO_STANDIN.items() if name in names]  # text encoders first
 
 
 # ------------------------------------------------------------------------------ API format

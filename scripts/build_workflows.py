@@ -56,6 +56,44 @@ MODELS = {
         "text_encoders"),
     "ae.safetensors": (
         "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors", "vae"),
+    # The few-step models of 2026 (workflows 18-23). ae.safetensors above is the Flux VAE that
+    # Z-Image uses too (Comfy-Org/z_image_turbo ships the same file under split_files/vae/).
+    "z_image_turbo_bf16.safetensors": (
+        "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/diffusion_models/z_image_turbo_bf16.safetensors",
+        "diffusion_models"),
+    # Qwen3-4B: the text encoder of Z-Image Turbo and of Flux.2 Klein 4B (one file for both).
+    "qwen_3_4b.safetensors": (
+        "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/qwen_3_4b.safetensors",
+        "text_encoders"),
+    "flux-2-klein-4b.safetensors": (
+        "https://huggingface.co/black-forest-labs/FLUX.2-klein-4B/resolve/main/flux-2-klein-4b.safetensors",
+        "diffusion_models"),
+    "flux2-vae.safetensors": (
+        "https://huggingface.co/Comfy-Org/vae-text-encorder-for-flux-klein-4b/resolve/main/split_files/vae/flux2-vae.safetensors",
+        "vae"),
+    "qwen_image_fp8_e4m3fn.safetensors": (
+        "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/diffusion_models/qwen_image_fp8_e4m3fn.safetensors",
+        "diffusion_models"),
+    "qwen_2.5_vl_7b_fp8_scaled.safetensors": (
+        "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors",
+        "text_encoders"),
+    "qwen_image_vae.safetensors": (
+        "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/vae/qwen_image_vae.safetensors", "vae"),
+    "Qwen-Image-Lightning-8steps-V1.1.safetensors": (
+        "https://huggingface.co/lightx2v/Qwen-Image-Lightning/resolve/main/Qwen-Image-Lightning-8steps-V1.1.safetensors",
+        "loras"),
+    "wan2.2_ti2v_5B_fp16.safetensors": (
+        "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/diffusion_models/wan2.2_ti2v_5B_fp16.safetensors",
+        "diffusion_models"),
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": (
+        "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "text_encoders"),
+    "wan2.2_vae.safetensors": (
+        "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/vae/wan2.2_vae.safetensors", "vae"),
+    # Kijai's LoRA extraction of quanhaol/Wan2.2-TI2V-5B-Turbo (a 4-step distill; CC BY-NC-SA 4.0).
+    "Wan22_TI2V_5B_Turbo_lora_rank_64_fp16.safetensors": (
+        "https://huggingface.co/Kijai/WanVideo_comfy/resolve/main/Wan22-Turbo/Wan22_TI2V_5B_Turbo_lora_rank_64_fp16.safetensors",
+        "loras"),
 }
 BLIP2_DIR = "blip2-opt-2.7b"
 BLIP2_HELP = (f"**BLIP-2** (a folder, so no download button): `huggingface-cli download Salesforce/blip2-opt-2.7b "
@@ -212,7 +250,7 @@ def negtome_note(model_name, mode, alpha, threshold, end, batch, files, sampling
 
 
 def negtome(model_name, mode, loaders, model, clip, vae, conditioning, latent_type, threshold, end, sampling,
-            files):
+            files, guidance=None, size=1024):
     """A text-to-image graph with NegGuideNegToMe in ``mode``; ``conditioning`` is a function of
     the positive prompt's link giving the extra nodes and the (positive, negative) links."""
     reference = mode == "reference image"
@@ -227,11 +265,12 @@ def negtome(model_name, mode, loaders, model, clip, vae, conditioning, latent_ty
         values.update(reference_image=link("reference"), vae=vae)
     kind = "reference" if reference else "diversity"
     nodes += [N("negtome", "NegGuideNegToMe", values),
-              N("latent", latent_type, {"width": 1024, "height": 1024, "batch_size": batch}),
+              N("latent", latent_type, {"width": size, "height": size, "batch_size": batch}),
               sampler(link("negtome"), positive, negative, link("latent"), steps, cfg, sampler_name, scheduler),
-              *decode_save(link("sample"), vae, f"NegGuide/NegToMe_{model_name.lower().replace(' ', '_')}_{kind}",
+              *decode_save(link("sample"), vae, f"NegGuide/NegToMe_{model_name.lower().replace(' ', '_').replace('.', '')}_{kind}",
                            title="NegToMe: away from the reference" if reference else "NegToMe: the diverse batch")]
-    guidance = "cfg 1 with FluxGuidance 3.5" if cfg == 1 else f"cfg {cfg:g}"
+    if guidance is None:
+        guidance = "cfg 1 with FluxGuidance 3.5" if cfg == 1 else f"cfg {cfg:g}"
     return Workflow(
         f"NegToMe - {model_name} - {'steer away from a reference image' if reference else 'more diverse batch'}",
         f"NegToMe: {mode}", f"{model_name}, batch {batch}", ("model", "NegToMe", "KSampler", f"{batch} images"),
@@ -257,6 +296,142 @@ def negtome_workflows() -> list[Workflow]:
             flux_conditioning, "EmptySD3LatentImage", 0.65, 0.26, (20, 1.0, "euler", "simple"),
             ("flux1-dev.safetensors", "clip_l.safetensors", "t5xxl_fp8_e4m3fn_scaled.safetensors", "ae.safetensors"))
     return [negtome(name, mode, *rest) for name, *rest in (sdxl, flux) for mode in ("batch diversity", "reference image")]
+
+
+# --- The few-step models of 2026 (Z-Image Turbo, Flux.2 Klein, Qwen-Image Lightning, Wan 2.2) ------
+
+UNTUNED = ("NegGuide has no measured recommendation for this model yet: scale {scale} / bias {bias} are a "
+           "starting point{basis}; lower the scale if the image breaks, raise it if the concept stays.")
+
+
+def z_image_loaders():
+    """Z-Image Turbo as ComfyUI loads it: UNETLoader + CLIPLoader lumina2 (Qwen3-4B) + the Flux VAE,
+    ModelSamplingAuraFlow shift 3 (the model's own default shift)."""
+    return [N("unet", "UNETLoader", dict(unet_name="z_image_turbo_bf16.safetensors", weight_dtype="default")),
+            N("shift", "ModelSamplingAuraFlow", dict(model=link("unet"), shift=3.0)),
+            N("clip", "CLIPLoader", dict(clip_name="qwen_3_4b.safetensors", type="lumina2", device="default")),
+            N("vae", "VAELoader", dict(vae_name="ae.safetensors"))]
+
+
+def klein_loaders():
+    """Flux.2 Klein 4B: UNETLoader + CLIPLoader flux2 (Qwen3-4B: ComfyUI picks the Klein encoder
+    from the file) + the Flux.2 VAE."""
+    return [N("unet", "UNETLoader", dict(unet_name="flux-2-klein-4b.safetensors", weight_dtype="default")),
+            N("clip", "CLIPLoader", dict(clip_name="qwen_3_4b.safetensors", type="flux2", device="default")),
+            N("vae", "VAELoader", dict(vae_name="flux2-vae.safetensors"))]
+
+
+def qwen_image_loaders():
+    """Qwen-Image + the Lightning 8-step LoRA (model only), ModelSamplingAuraFlow shift 3."""
+    return [N("unet", "UNETLoader", dict(unet_name="qwen_image_fp8_e4m3fn.safetensors", weight_dtype="default")),
+            N("lora", "LoraLoaderModelOnly", dict(model=link("unet"), lora_name="Qwen-Image-Lightning-8steps-V1.1.safetensors",
+                                                  strength_model=1.0)),
+            N("shift", "ModelSamplingAuraFlow", dict(model=link("lora"), shift=3.0)),
+            N("clip", "CLIPLoader", dict(clip_name="qwen_2.5_vl_7b_fp8_scaled.safetensors", type="qwen_image",
+                                         device="default")),
+            N("vae", "VAELoader", dict(vae_name="qwen_image_vae.safetensors"))]
+
+
+def wan22_loaders():
+    """Wan 2.2 TI2V 5B + the Turbo (4-step distill) LoRA, CLIPLoader wan (UMT5-XXL), the Wan 2.2 VAE."""
+    return [N("unet", "UNETLoader", dict(unet_name="wan2.2_ti2v_5B_fp16.safetensors", weight_dtype="default")),
+            N("lora", "LoraLoaderModelOnly", dict(model=link("unet"), lora_name="Wan22_TI2V_5B_Turbo_lora_rank_64_fp16.safetensors",
+                                                  strength_model=1.0)),
+            N("clip", "CLIPLoader", dict(clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan", device="default")),
+            N("vae", "VAELoader", dict(vae_name="wan2.2_vae.safetensors"))]
+
+
+def vsf_few_step(model_name, short, loaders, model, latent, steps, scale, bias, files, basis, about, video=False):
+    """A cfg-1 graph with NegGuideVSF for a 2026 few-step model: ``latent`` is the latent node
+    (key "latent"), ``about`` a paragraph on the model's loaders; euler / simple, ``steps`` steps.
+    ``video``: the frames are saved as an animated WebP (24 fps) instead of images."""
+    prefix = "NegGuide/VSF_" + short
+    title = f"VSF: without {CARS}"
+    if video:
+        output = [N("save_decode", "VAEDecode", dict(samples=link("sample"), vae=link("vae"))),
+                  N("save", "SaveAnimatedWEBP", dict(images=link("save_decode"), filename_prefix=prefix, fps=24.0,
+                                                     lossless=False, quality=90, method="default"), title)]
+    else:
+        output = decode_save(link("sample"), link("vae"), prefix, title=title)
+    note = vsf_note(model_name, scale, bias, steps, "euler / simple", models_note(*files))
+    note = note.replace(f"  Recommended for {model_name}: see the table in the node's help (scale {scale}, bias {bias}).\n",
+                        "  " + UNTUNED.format(scale=scale, bias=bias, basis=basis) + "\n")
+    return Workflow(
+        f"VSF - {model_name} - negative prompt at cfg 1", "VSF negative prompt", f"{model_name}, {steps} steps, cfg 1",
+        ("model", "VSF", "KSampler cfg 1"), note + "\n" + about + "\n",
+        [*loaders,
+         text("pos", link("clip"), CITY, "Positive prompt"),
+         N("zero", "ConditioningZeroOut", {"conditioning": link("pos")}),
+         N("vsf", "NegGuideVSF", {"model": model, "clip": link("clip"), "negative": CARS, "scale": scale, "bias": bias,
+                                  "start_percent": 0.0, "end_percent": 1.0, "record_attention_map": False}),
+         latent,
+         sampler(link("vsf"), link("pos"), link("zero"), link("latent"), steps, 1.0, "euler", "simple"),
+         *output])
+
+
+Z_IMAGE_FILES = ("z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors", "ae.safetensors")
+KLEIN_FILES = ("flux-2-klein-4b.safetensors", "qwen_3_4b.safetensors", "flux2-vae.safetensors")
+Z_IMAGE_ABOUT = ("Z-Image Turbo loads as a diffusion model (UNETLoader), its Qwen3-4B text encoder through "
+                 "CLIPLoader type *lumina2* and the Flux VAE; ModelSamplingAuraFlow sets shift 3. VSF adds the "
+                 "negative to the joint text-image attention; the text refiner keeps prompt and negative apart "
+                 "(see the node's help for the known limits on Z-Image).")
+KLEIN_ABOUT = ("Flux.2 Klein 4B loads as a diffusion model (UNETLoader), its Qwen3-4B text encoder through CLIPLoader "
+               "type *flux2* (ComfyUI picks the Klein encoder from the file; hosts without it cannot run this "
+               "workflow) and the Flux.2 VAE; EmptyFlux2LatentImage makes its 128-channel latent.")
+
+
+def few_step_vsf_workflows() -> list[Workflow]:
+    return [
+        vsf_few_step("Z-Image Turbo", "z_image_turbo", z_image_loaders(), link("shift"),
+                     N("latent", "EmptySD3LatentImage", {"width": 1024, "height": 1024, "batch_size": 1}),
+                     8, 3.0, 0.1, Z_IMAGE_FILES, " (the range of the joint-attention models SD3.5 and Flux)", Z_IMAGE_ABOUT),
+        vsf_few_step("Flux.2 Klein 4B", "flux2_klein_4b", klein_loaders(), link("unet"),
+                     N("latent", "EmptyFlux2LatentImage", {"width": 1024, "height": 1024, "batch_size": 1}),
+                     4, 3.5, 0.1, KLEIN_FILES, " (Flux Schnell's lower end)", KLEIN_ABOUT),
+        vsf_few_step("Qwen-Image Lightning", "qwen_image_lightning", qwen_image_loaders(), link("shift"),
+                     N("latent", "EmptySD3LatentImage", {"width": 1328, "height": 1328, "batch_size": 1}),
+                     8, 3.0, 0.1, ("qwen_image_fp8_e4m3fn.safetensors", "Qwen-Image-Lightning-8steps-V1.1.safetensors",
+                                   "qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image_vae.safetensors"),
+                     " (the range of the joint-attention models SD3.5 and Flux)",
+                     "Qwen-Image loads as a diffusion model (UNETLoader); LoraLoaderModelOnly applies lightx2v's "
+                     "Lightning 8-step LoRA (V1.1), which is what makes 8 steps at cfg 1 possible; "
+                     "ModelSamplingAuraFlow sets shift 3; the Qwen2.5-VL-7B text encoder loads through CLIPLoader "
+                     "type *qwen_image*; 1328 x 1328 is Qwen-Image's native square size."),
+        vsf_few_step("Wan 2.2 5B Turbo", "wan22_5b_turbo", wan22_loaders(), link("lora"),
+                     N("latent", "Wan22ImageToVideoLatent", {"vae": link("vae"), "width": 1280, "height": 704,
+                                                             "length": 49, "batch_size": 1}),
+                     4, 1.5, 0.1, ("wan2.2_ti2v_5B_fp16.safetensors", "Wan22_TI2V_5B_Turbo_lora_rank_64_fp16.safetensors",
+                                   "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan2.2_vae.safetensors"),
+                     " (inside the README's range for Wan 2.1: scale 1.0-1.8, bias 0.1-0.2)",
+                     "Wan 2.2 TI2V 5B loads as a diffusion model (UNETLoader); LoraLoaderModelOnly applies the Turbo "
+                     "LoRA (Kijai's extraction of quanhaol/Wan2.2-TI2V-5B-Turbo, a 4-step distill; its licence is "
+                     "CC BY-NC-SA 4.0, non-commercial), the UMT5-XXL text encoder loads through CLIPLoader type *wan* "
+                     "and the Wan 2.2 VAE; Wan22ImageToVideoLatent makes the video latent (text to video: no start "
+                     "image; connect one for image to video). 49 frames at 1280 x 704, saved as an animated WebP at "
+                     "24 fps. Wan is a cross-attention model: VSF acts in its text cross-attention.",
+                     video=True),
+    ]
+
+
+def zero_conditioning(positive):
+    return [N("zero", "ConditioningZeroOut", {"conditioning": positive})], positive, link("zero")
+
+
+def few_step_negtome_workflows() -> list[Workflow]:
+    """NegToMe batch diversity on Z-Image Turbo and Flux.2 Klein 4B (cfg 1, the negative zeroed)."""
+    cfg1 = "cfg 1 (the KSampler's negative is zeroed; it does nothing at cfg 1)"
+    z_image = negtome("Z-Image Turbo", "batch diversity", z_image_loaders(), link("shift"), link("clip"), link("vae"),
+                      zero_conditioning, "EmptySD3LatentImage", 0.65, 0.3, (8, 1.0, "euler", "simple"), Z_IMAGE_FILES,
+                      guidance=cfg1)
+    klein = negtome("Flux.2 Klein 4B", "batch diversity", klein_loaders(), link("unet"), link("clip"), link("vae"),
+                    zero_conditioning, "EmptyFlux2LatentImage", 0.65, 0.5, (4, 1.0, "euler", "simple"), KLEIN_FILES,
+                    guidance=cfg1)
+    for workflow, steps, about in ((z_image, 8, Z_IMAGE_ABOUT), (klein, 4, KLEIN_ABOUT)):
+        window = "the first 30% of the schedule" if steps == 8 else "the first half of the schedule (2 of the 4 steps)"
+        workflow.note += (f"\nNegGuide has no measured recommendation for NegToMe on this model yet: alpha 0.9, "
+                          f"threshold 0.65 and {window} are a starting point (Flux dev's settings, the window "
+                          f"widened for {steps} steps).\n\n{about}\n")
+    return [z_image, klein]
 
 
 # --- DNG -----------------------------------------------------------------------------------------
@@ -549,7 +724,9 @@ def all_workflows() -> list[Workflow]:
     ordered = [*shapes_world_workflows(),
                *vsf_workflows(),
                *negtome_workflows(),
-               dng("SD1.5"), dng("SDXL"), auto_dnp("SD1.5"), auto_dnp("SDXL")]
+               dng("SD1.5"), dng("SDXL"), auto_dnp("SD1.5"), auto_dnp("SDXL"),
+               # After the first 17 so that their names (the Templates titles users know) stay.
+               *few_step_vsf_workflows(), *few_step_negtome_workflows()]
     for position, workflow in enumerate(ordered, start=1):
         workflow.name = f"{position:02d} {workflow.name}"
     return ordered
