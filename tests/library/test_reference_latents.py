@@ -7,6 +7,8 @@ query group includes them (they read N flipped, never as text), and NegToMe merg
 generated image tokens, never the reference the model encoded.
 """
 
+import inspect
+
 import pytest
 import torch
 
@@ -138,8 +140,11 @@ def test_negtome_merges_the_generated_image_tokens_and_never_the_reference(name)
 @pytest.mark.parametrize("method", ["vsf", "negtome"])
 def test_z_image_reference_images_are_refused_with_the_reason(method):
     """Z-Image's edit conditioning joins the sequence in another layout, which the Z-Image
-    adapter does not cover: both methods refuse it when sampling starts, naming what works."""
+    adapter does not cover: both methods refuse it when sampling starts, naming what works.
+    (Hosts whose NextDiT takes no reference latents, e.g. 0.3.75, drop them before the model.)"""
     entry = zoo.build("z_image")
+    if "ref_latents" not in inspect.signature(entry.model.model.diffusion_model._forward).parameters:
+        pytest.skip("this host's NextDiT takes no reference latents (ReferenceLatent does nothing on Z-Image here)")
     if method == "vsf":
         model = NegGuideVSF.execute(entry.model, entry.clip, NEGATIVE, 3.0, 0.1, 0.0, 1.0).args[0]
     else:
