@@ -20,12 +20,19 @@ _FAMILY_OF_MODEL_CLASS = tuple((cls, family) for cls, family in (
 ) if cls is not None)
 _UNET_BASED = comfy.model_base.BaseModel
 
-_UNREACHABLE = tuple((cls, name, why) for cls, name, why in (
-    (getattr(comfy.model_base, "ErnieImage", None), "ERNIE-Image",
+_REFUSED = tuple((cls, name, verdict, why) for cls, name, verdict, why in (
+    (getattr(comfy.model_base, "ErnieImage", None), "ERNIE-Image", "cannot act on",
      "its attention calls do not pass transformer_options, so neither ComfyUI's attention override nor any "
      "attention patch ever sees them"),
+    (getattr(comfy.model_base, "HiDream", None), "HiDream", "does not support",
+     "its image tokens come first and every block appends the hidden states of another Llama layer to the text "
+     "(the text changes from block to block): a layout no NegGuide family adapter describes yet"),
+    (getattr(comfy.model_base, "HunyuanVideo", None), "Hunyuan Video (1.0 / 1.5)", "does not support",
+     "its text passes a masked text-only token refiner before the blocks (where the negative would mix into the "
+     "prompt) and stays masked in every block: a layout no NegGuide family adapter describes yet"),
 ) if cls is not None)
-"""Families whose attention no public hook reaches (class, name, why): refused with the reason."""
+"""Families refused with the reason (class, name, verdict, why): no public hook reaches their
+attention, or their token layout has no adapter yet. Subclasses (HunyuanVideo15) are included."""
 
 
 def _family_of(base_model) -> str | None:
@@ -41,10 +48,10 @@ def family_adapter_of(model, method: str, supported: tuple[str, ...]) -> FamilyA
     """The family adapter of ``model`` (a ModelPatcher) if ``method`` supports its family, else a
     ValueError naming the model class and what to use instead."""
     base_model = model.model
-    for cls, name, why in _UNREACHABLE:
+    for cls, name, verdict, why in _REFUSED:
         if isinstance(base_model, cls):
             raise ValueError(
-                f"{method} cannot act on {name} models: {why}. Use CFG with a negative prompt, or "
+                f"{method} {verdict} {name} models: {why}. Use CFG with a negative prompt, or "
                 "NegGuideDNG / NegGuideDNS, which act on the model's predictions, not inside its attention."
             )
     adapter = ADAPTERS.get(_family_of(base_model))

@@ -1,5 +1,6 @@
 """NegGuideVSF through the real ComfyUI model code of every supported zoo architecture."""
 
+import dataclasses
 import logging
 
 import pytest
@@ -280,21 +281,53 @@ def test_applying_vsf_twice_is_a_clear_error():
         patch(patch(entry.model, entry.clip), entry.clip)
 
 
-def test_unsupported_model_names_its_family():
-    """AuraFlow: a model family no method of the pack supports (weights never initialised:
-    the node must refuse it before any sampling)."""
+def _unbuilt(config):
+    """A ModelPatcher around a real model of ``config`` (weights never initialised: the node
+    must refuse it before any sampling)."""
     import comfy.model_management
     import comfy.model_patcher
-    import comfy.supported_models
 
-    config = comfy.supported_models.AuraFlow({
-        "max_seq": 64, "dim": 64, "n_layers": 1, "n_double_layers": 1, "n_heads": 2,
-        "cond_seq_dim": 64, "patch_size": 2, "in_channels": 4, "out_channels": 4,
-    })
     config.set_inference_dtype(torch.float32, None)
-    model = comfy.model_patcher.ModelPatcher(
+    return comfy.model_patcher.ModelPatcher(
         config.get_model({}), comfy.model_management.get_torch_device(), comfy.model_management.unet_offload_device()
     )
+
+
+def _tiny_hidream():
+    import comfy.supported_models
+
+    return _unbuilt(comfy.supported_models.HiDream({
+        "image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16, "num_layers": 1,
+        "num_single_layers": 1, "attention_head_dim": 16, "num_attention_heads": 2, "caption_channels": [32, 32],
+        "text_emb_dim": 32, "num_routed_experts": 2, "num_activated_experts": 1, "axes_dims_rope": (8, 4, 4),
+        "max_resolution": (16, 16), "llama_layers": [0, 1, 2],
+    }))
+
+
+def _tiny_hunyuan_video():
+    import comfy.ldm.hunyuan_video.model
+    import comfy.supported_models
+
+    params = {field.name for field in dataclasses.fields(comfy.ldm.hunyuan_video.model.HunyuanVideoParams)}
+    # what detection sets for a Hunyuan Video 1.0 checkpoint; fields this host's dataclass lacks are left out
+    detected = {"byt5": False, "meanflow": False, "meanflow_sum": False, "use_cond_type_embedding": False,
+                "vision_in_dim": None}
+    return _unbuilt(comfy.supported_models.HunyuanVideo({
+        "image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "patch_size": [1, 2, 2],
+        "vec_in_dim": None, "axes_dim": [4, 6, 6], "context_in_dim": 32, "hidden_size": 32, "mlp_ratio": 2.0,
+        "num_heads": 2, "depth": 1, "depth_single_blocks": 1, "theta": 256, "qkv_bias": True, "guidance_embed": False,
+        **{name: value for name, value in detected.items() if name in params},
+    }))
+
+
+def test_unsupported_model_names_its_family():
+    """AuraFlow: a model family no method of the pack supports."""
+    import comfy.supported_models
+
+    model = _unbuilt(comfy.supported_models.AuraFlow({
+        "max_seq": 64, "dim": 64, "n_layers": 1, "n_double_layers": 1, "n_heads": 2,
+        "cond_seq_dim": 64, "patch_size": 2, "in_channels": 4, "out_channels": 4,
+    }))
     with pytest.raises(ValueError, match="does not support AuraFlow models"):
         patch(model, zoo.build("sd3").clip)
 
@@ -304,22 +337,32 @@ def test_unsupported_model_names_its_family():
 def test_a_family_no_hook_reaches_is_refused_with_the_reason(node):
     """ERNIE-Image (a tiny one from the host's own classes) calls attention without
     transformer_options: the attention methods refuse it and say why, naming what works."""
-    import comfy.model_management
-    import comfy.model_patcher
     import comfy.supported_models
 
     from negguide.nodes.negtome import MODE_DIVERSITY, NegGuideNegToMe
 
-    config = comfy.supported_models.ErnieImage({
+    model = _unbuilt(comfy.supported_models.ErnieImage({
         "image_model": "ernie", "hidden_size": 64, "num_attention_heads": 2, "num_layers": 1, "ffn_hidden_size": 128,
         "in_channels": 16, "out_channels": 16, "text_in_dim": 64, "rope_axes_dim": (8, 12, 12),
-    })
-    config.set_inference_dtype(torch.float32, None)
-    model = comfy.model_patcher.ModelPatcher(
-        config.get_model({}), comfy.model_management.get_torch_device(), comfy.model_management.unet_offload_device()
-    )
+    }))
     message = rf"{node} cannot act on ERNIE-Image models: its attention calls do not pass transformer_options.*NegGuideDNG"
     with pytest.raises(ValueError, match=message):
+        if node == "NegGuideVSF":
+            patch(model, zoo.build("sd3").clip)
+        else:
+            NegGuideNegToMe.execute(model, 0.9, 0.65, 0.0, 0.3, MODE_DIVERSITY)
+
+
+@pytest.mark.parametrize("node", ["NegGuideVSF", "NegGuideNegToMe"])
+@pytest.mark.parametrize("family, build", [("HiDream", _tiny_hidream), (r"Hunyuan Video \(1.0 / 1.5\)", _tiny_hunyuan_video)])
+def test_a_family_without_an_adapter_is_refused_with_the_reason(node, family, build):
+    """HiDream (per-block text, image first) and Hunyuan Video (masked text refiner), tiny models
+    from the host's own classes: the attention methods say why they do not support them yet and
+    what to use instead."""
+    from negguide.nodes.negtome import MODE_DIVERSITY, NegGuideNegToMe
+
+    model = build()
+    with pytest.raises(ValueError, match=rf"{node} does not support {family} models: .*adapter.*NegGuideDNG"):
         if node == "NegGuideVSF":
             patch(model, zoo.build("sd3").clip)
         else:
