@@ -46,6 +46,14 @@ ARCHS: dict[str, dict[str, Any]] = {
         "text_tokens": 333, "cfg": 4.5,
         "about": "SD3.5 Medium (MMDiT-X): hidden 1536, 24 heads x 64, x-block self-attention in blocks 0-12",
     },
+    "flux2-klein": {
+        "family": "flux2", "depth": "1,1", "full_depth": "5,20", "text_tokens": 512, "cfg": 1.0,
+        "about": "Flux.2 Klein 4B: hidden 3072, 24 heads x 128, patch 1 over 128-ch latents, Qwen3 512x7680",
+    },
+    "z-image": {
+        "family": "z_image", "depth": "1", "full_depth": "30", "text_tokens": 128, "cfg": 1.0,
+        "about": "Z-Image Turbo: hidden 3840, 30 heads x 128, 2+2 refiner layers, Qwen3 captions x2560",
+    },
     "sdxl": {
         "family": "sdxl", "depth": "2,1", "full_depth": "10,2",
         "text_tokens": 77, "cfg": 6.0,
@@ -163,6 +171,35 @@ def flux_unet_config(double: int, single: int, schnell: bool) -> dict:
     }, comfy.ldm.flux.model.FluxParams)
 
 
+def flux2_klein_unet_config(double: int, single: int) -> dict:
+    # What comfy.model_detection.detect_unet_config returns for flux-2-klein-4b (0.33), except
+    # depth / depth_single_blocks (real: 5 / 20).
+    import comfy.ldm.flux.model
+
+    from negguide.shapes_world.host_compat import complete_params
+
+    return complete_params({
+        "image_model": "flux2", "in_channels": 128, "out_channels": 128, "vec_in_dim": None,
+        "context_in_dim": 7680, "hidden_size": 3072, "mlp_ratio": 3.0, "num_heads": 24,
+        "depth": double, "depth_single_blocks": single, "axes_dim": [32, 32, 32, 32], "theta": 2000,
+        "patch_size": 1, "qkv_bias": False, "guidance_embed": False, "txt_ids_dims": [3],
+        "global_modulation": True, "mlp_silu_act": True, "ops_bias": False,
+        "default_ref_method": "index", "ref_index_scale": 10.0,
+    }, comfy.ldm.flux.model.FluxParams)
+
+
+def z_image_unet_config(layers: int) -> dict:
+    # What comfy.model_detection.detect_unet_config returns for z_image_turbo (dim 3840), except
+    # n_layers (real: 30); the 2 + 2 refiner layers are real.
+    return {
+        "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 3840, "cap_feat_dim": 2560,
+        "n_layers": layers, "n_refiner_layers": 2, "n_heads": 30, "n_kv_heads": 30, "qk_norm": True,
+        "axes_dims": [32, 48, 48], "axes_lens": [1536, 512, 512], "rope_theta": 256.0,
+        "ffn_dim_multiplier": 8.0 / 3.0, "z_image_modulation": True, "time_scale": 1000.0,
+        "pad_tokens_multiple": 32,
+    }
+
+
 def sd3_unet_config(width_depth: int, blocks: int) -> dict:
     # MMDiT derives its width from `depth` (hidden = 64*depth, heads = depth); `num_blocks` sets
     # how many joint blocks are built, so real width with fewer blocks is depth=38 num_blocks=2.
@@ -234,6 +271,13 @@ def _resolve_dtype(dtype: str | torch.dtype | None, supported: list) -> torch.dt
     return DTYPES[dtype]
 
 
+def _host_class(module, name: str, arch: str):
+    cls = getattr(module, name, None)
+    if cls is None:
+        raise RuntimeError(f"{arch}: this ComfyUI host has no {module.__name__}.{name}; run it on the 0.33 host")
+    return cls
+
+
 def build(
     arch: str,
     *,
@@ -273,6 +317,20 @@ def build(
         latent_channels = 16
         info.update(double_blocks=double, single_blocks=single, attention_calls_per_model_call=double + single)
         info["blocks"] = f"{double} double + {single} single (full: 19 + 38)"
+    elif family == "flux2":
+        double, single = (blocks * 2)[:2] if len(blocks) == 1 else blocks[:2]
+        config_cls = _host_class(sm, "Flux2", arch)
+        unet_config = flux2_klein_unet_config(double, single)
+        latent_channels = 128
+        info.update(double_blocks=double, single_blocks=single, attention_calls_per_model_call=double + single)
+        info["blocks"] = f"{double} double + {single} single (full: 5 + 20)"
+    elif family == "z_image":
+        (n,) = blocks[:1]
+        config_cls = _host_class(sm, "ZImage", arch)
+        unet_config = z_image_unet_config(n)
+        latent_channels = 16
+        info.update(layers=n, attention_calls_per_model_call=n + 4)
+        info["blocks"] = f"{n} main layer(s) + 2 caption and 2 image refiner layers (full: 30 + 2 + 2)"
     elif family == "sd3":
         (n,) = blocks[:1]
         config_cls = sm.SD3
@@ -318,6 +376,14 @@ def build(
                 extra["guidance"] = 3.5
             return [[rand(batch_size, tokens, 4096, scale=0.25), extra]]
         image_tokens = (lat // 2) ** 2
+    elif family == "flux2":
+        def cond():  # the Klein encoder's 3 stacked Qwen3-4B layers; Flux2.extra_conds pads to 512
+            return [[rand(batch_size, tokens, 7680, scale=0.25), {}]]
+        image_tokens = (lat // 2) ** 2  # patch 1 over the 2x-folded 128-channel latent
+    elif family == "z_image":
+        def cond():
+            return [[rand(batch_size, tokens, 2560, scale=0.25), {}]]
+        image_tokens = (lat // 2) ** 2
     elif family == "sd3":
         def cond():
             return [[rand(batch_size, tokens, 4096, scale=0.25), {"pooled_output": rand(batch_size, 2048)}]]
@@ -332,7 +398,8 @@ def build(
         image_tokens = lat * lat  # latent pixels at the first level; attention runs at 1/4 and 1/16
 
     positive, negative = cond(), cond()
-    latent = {"samples": torch.zeros(batch_size, latent_channels, lat, lat)}
+    side = lat // 2 if family == "flux2" else lat  # Flux.2 latents are 16x (the VAE's 2x2 patches in the channels)
+    latent = {"samples": torch.zeros(batch_size, latent_channels, side, side)}
     info.update(
         params=n_params,
         weight_dtype=str(unet_dtype).replace("torch.", ""),
