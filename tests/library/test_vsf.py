@@ -293,6 +293,15 @@ def _unbuilt(config):
     )
 
 
+def _apply_attention_method(node, model):
+    """NegGuideVSF or NegGuideNegToMe (``node``) on ``model``, as the node runs."""
+    from negguide.nodes.negtome import MODE_DIVERSITY, NegGuideNegToMe
+
+    if node == "NegGuideVSF":
+        return patch(model, zoo.build("sd3").clip)
+    return NegGuideNegToMe.execute(model, 0.9, 0.65, 0.0, 0.3, MODE_DIVERSITY)
+
+
 def _tiny_hidream():
     import comfy.supported_models
 
@@ -339,18 +348,13 @@ def test_a_family_no_hook_reaches_is_refused_with_the_reason(node):
     transformer_options: the attention methods refuse it and say why, naming what works."""
     import comfy.supported_models
 
-    from negguide.nodes.negtome import MODE_DIVERSITY, NegGuideNegToMe
-
     model = _unbuilt(comfy.supported_models.ErnieImage({
         "image_model": "ernie", "hidden_size": 64, "num_attention_heads": 2, "num_layers": 1, "ffn_hidden_size": 128,
         "in_channels": 16, "out_channels": 16, "text_in_dim": 64, "rope_axes_dim": (8, 12, 12),
     }))
     message = rf"{node} cannot act on ERNIE-Image models: its attention calls do not pass transformer_options.*NegGuideDNG"
     with pytest.raises(ValueError, match=message):
-        if node == "NegGuideVSF":
-            patch(model, zoo.build("sd3").clip)
-        else:
-            NegGuideNegToMe.execute(model, 0.9, 0.65, 0.0, 0.3, MODE_DIVERSITY)
+        _apply_attention_method(node, model)
 
 
 @pytest.mark.parametrize("node", ["NegGuideVSF", "NegGuideNegToMe"])
@@ -359,14 +363,9 @@ def test_a_family_without_an_adapter_is_refused_with_the_reason(node, family, bu
     """HiDream (per-block text, image first) and Hunyuan Video (masked text refiner), tiny models
     from the host's own classes: the attention methods say why they do not support them yet and
     what to use instead."""
-    from negguide.nodes.negtome import MODE_DIVERSITY, NegGuideNegToMe
-
     model = build()
     with pytest.raises(ValueError, match=rf"{node} does not support {family} models: .*adapter.*NegGuideDNG"):
-        if node == "NegGuideVSF":
-            patch(model, zoo.build("sd3").clip)
-        else:
-            NegGuideNegToMe.execute(model, 0.9, 0.65, 0.0, 0.3, MODE_DIVERSITY)
+        _apply_attention_method(node, model)
 
 
 def test_window_outside_the_schedule_is_identity():
