@@ -310,32 +310,26 @@ def build(
         raise ValueError(f"{arch}: resolution must be a multiple of {multiple}, got {resolution}")
 
     info: dict[str, Any] = {"arch": arch, "about": spec["about"], "resolution": resolution}
-    if family == "flux":
+    if family in ("flux", "flux2"):
         double, single = (blocks * 2)[:2] if len(blocks) == 1 else blocks[:2]
-        config_cls = sm.FluxSchnell if spec["schnell"] else sm.Flux
-        unet_config = flux_unet_config(double, single, spec["schnell"])
-        latent_channels = 16
+        if family == "flux":
+            config_cls = sm.FluxSchnell if spec["schnell"] else sm.Flux
+            unet_config = flux_unet_config(double, single, spec["schnell"])
+        else:
+            config_cls = _host_class(sm, "Flux2", arch)
+            unet_config = flux2_klein_unet_config(double, single)
         info.update(double_blocks=double, single_blocks=single, attention_calls_per_model_call=double + single)
-        info["blocks"] = f"{double} double + {single} single (full: 19 + 38)"
-    elif family == "flux2":
-        double, single = (blocks * 2)[:2] if len(blocks) == 1 else blocks[:2]
-        config_cls = _host_class(sm, "Flux2", arch)
-        unet_config = flux2_klein_unet_config(double, single)
-        latent_channels = 128
-        info.update(double_blocks=double, single_blocks=single, attention_calls_per_model_call=double + single)
-        info["blocks"] = f"{double} double + {single} single (full: 5 + 20)"
+        info["blocks"] = f"{double} double + {single} single (full: {spec['full_depth'].replace(',', ' + ')})"
     elif family == "z_image":
         (n,) = blocks[:1]
         config_cls = _host_class(sm, "ZImage", arch)
         unet_config = z_image_unet_config(n)
-        latent_channels = 16
         info.update(layers=n, attention_calls_per_model_call=n + 4)
         info["blocks"] = f"{n} main layer(s) + 2 caption and 2 image refiner layers (full: 30 + 2 + 2)"
     elif family == "sd3":
         (n,) = blocks[:1]
         config_cls = sm.SD3
         unet_config = sd3_unet_config(spec["width_depth"], n)
-        latent_channels = 16
         calls = n + len(unet_config["x_block_self_attn_layers"])
         info.update(joint_blocks=n, attention_calls_per_model_call=calls)
         info["blocks"] = f"{n} joint blocks, last one context-pre-only (full: {spec['full_depth']})"
@@ -343,13 +337,13 @@ def build(
         d, r = (blocks + (1,))[:2]
         config_cls = sm.SDXL
         unet_config = sdxl_unet_config(d, r)
-        latent_channels = 4
         n_tf = (sum(unet_config["transformer_depth"]) + unet_config["transformer_depth_middle"]
                 + sum(unet_config["transformer_depth_output"]))
         info.update(transformer_blocks=n_tf, attention_calls_per_model_call=2 * n_tf)
         info["blocks"] = (f"{n_tf} transformer blocks (depth {d} at 1280 ch, {max(1, round(d / 5))} at 640 ch), "
                           f"{r} res block(s) per level (full: 70 transformer blocks, 2 res blocks)")
 
+    latent_channels = unet_config["in_channels"]
     model_config = config_cls(unet_config)
     load_device = mm.get_torch_device()
     offload_device = mm.unet_offload_device()
