@@ -166,7 +166,9 @@ CITY = "a busy city street at golden hour, shop windows, street lamps, pedestria
 CARS = "cars, traffic"
 
 
-def vsf_note(model_name, scale, bias, steps, sampler_line, files):
+def vsf_note(model_name, scale, bias, steps, sampler_line, files, recommendation=None):
+    """``recommendation``: the line on the settings (default: the node help's table for ``model_name``)."""
+    recommendation = recommendation or f"Recommended for {model_name}: see the table in the node's help (scale {scale}, bias {bias})."
     return f"""# VSF: a negative prompt at cfg 1 ({model_name})
 
 Few-step distilled models run at **cfg 1**, where the KSampler's negative prompt does nothing.
@@ -176,7 +178,7 @@ appear. One pass, no extra model evaluation.
 
 - Negative: type it into the VSF node (here: *{CARS}*). The KSampler's negative stays empty.
 - **scale {scale}**, **bias {bias}**: higher scale removes more; higher bias is gentler.
-  Recommended for {model_name}: see the table in the node's help (scale {scale}, bias {bias}).
+  {recommendation}
 - {steps} steps, cfg 1, {sampler_line}, seed {SEED} (fixed).
 - Compare: set scale to 0 (the model is returned unchanged) and queue again.
 
@@ -184,38 +186,51 @@ appear. One pass, no extra model evaluation.
 """
 
 
-def vsf(model_name, loaders, model, clip, vae, latent_type, scale, scheduler, files, extra_note=""):
+def vsf(model_name, loaders, model, clip, vae, latent, scale, scheduler, files, extra_note="", *, steps=4, bias=0.1,
+        recommendation=None, prefix=None, video=False):
     """A cfg-1 text-to-image graph with NegGuideVSF: ``loaders`` and the (key, slot) links of the
-    model, its CLIP and VAE; 4 steps of euler / ``scheduler`` at 1024 px."""
-    prefix = "NegGuide/VSF_" + model_name.lower().replace(" ", "_").replace(".", "")
+    model, its CLIP and VAE, ``latent`` the latent node (key "latent"); ``steps`` of euler /
+    ``scheduler``. ``video``: the frames are saved as an animated WebP (24 fps) instead of images."""
+    prefix = "NegGuide/VSF_" + (prefix or model_name.lower().replace(" ", "_").replace(".", ""))
+    title = f"VSF: without {CARS}"
+    if video:
+        output = [N("save_decode", "VAEDecode", dict(samples=link("sample"), vae=vae)),
+                  N("save", "SaveAnimatedWEBP", dict(images=link("save_decode"), filename_prefix=prefix, fps=24.0,
+                                                     lossless=False, quality=90, method="default"), title)]
+    else:
+        output = decode_save(link("sample"), vae, prefix, title=title)
     return Workflow(
-        f"VSF - {model_name} - negative prompt at cfg 1", "VSF negative prompt", f"{model_name}, 4 steps, cfg 1",
+        f"VSF - {model_name} - negative prompt at cfg 1", "VSF negative prompt", f"{model_name}, {steps} steps, cfg 1",
         ("model", "VSF", "KSampler cfg 1"),
-        vsf_note(model_name, scale, 0.1, 4, f"euler / {scheduler}", models_note(*files)) + extra_note,
+        vsf_note(model_name, scale, bias, steps, f"euler / {scheduler}", models_note(*files), recommendation) + extra_note,
         [*loaders,
          text("pos", clip, CITY, "Positive prompt"),
          N("zero", "ConditioningZeroOut", {"conditioning": link("pos")}),
-         N("vsf", "NegGuideVSF", {"model": model, "clip": clip, "negative": CARS, "scale": scale, "bias": 0.1,
+         N("vsf", "NegGuideVSF", {"model": model, "clip": clip, "negative": CARS, "scale": scale, "bias": bias,
                                   "start_percent": 0.0, "end_percent": 1.0, "record_attention_map": False}),
-         N("latent", latent_type, {"width": 1024, "height": 1024, "batch_size": 1}),
-         sampler(link("vsf"), link("pos"), link("zero"), link("latent"), 4, 1.0, "euler", scheduler),
-         *decode_save(link("sample"), vae, prefix, title=f"VSF: without {CARS}")])
+         latent,
+         sampler(link("vsf"), link("pos"), link("zero"), link("latent"), steps, 1.0, "euler", scheduler),
+         *output])
+
+
+def square_latent(latent_type, size=1024):
+    return N("latent", latent_type, {"width": size, "height": size, "batch_size": 1})
 
 
 def vsf_workflows() -> list[Workflow]:
     t5 = "t5xxl_fp8_e4m3fn_scaled.safetensors"
     return [
         vsf("Flux Schnell", flux_loaders("flux1-schnell.safetensors"), link("unet"), link("clip"), link("vae"),
-            "EmptySD3LatentImage", 4.0, "simple",
+            square_latent("EmptySD3LatentImage"), 4.0, "simple",
             ("flux1-schnell.safetensors", "clip_l.safetensors", t5, "ae.safetensors")),
         vsf("SD3.5 Large Turbo",
             [N("ckpt", "CheckpointLoaderSimple", {"ckpt_name": "sd3.5_large_turbo.safetensors"}),
              N("clip", "TripleCLIPLoader", {"clip_name1": "clip_l.safetensors", "clip_name2": "clip_g.safetensors",
                                             "clip_name3": t5})],
-            link("ckpt"), link("clip"), link("ckpt", 2), "EmptySD3LatentImage", 3.0, "simple",
+            link("ckpt"), link("clip"), link("ckpt", 2), square_latent("EmptySD3LatentImage"), 3.0, "simple",
             ("sd3.5_large_turbo.safetensors", "clip_l.safetensors", "clip_g.safetensors", t5)),
         vsf("SDXL Lightning", [N("ckpt", "CheckpointLoaderSimple", {"ckpt_name": "sdxl_lightning_4step.safetensors"})],
-            link("ckpt"), link("ckpt", 1), link("ckpt", 2), "EmptyLatentImage", 2.0, "sgm_uniform",
+            link("ckpt"), link("ckpt", 1), link("ckpt", 2), square_latent("EmptyLatentImage"), 2.0, "sgm_uniform",
             ("sdxl_lightning_4step.safetensors",),
             "\nSDXL is a UNet: VSF acts in its cross-attention layers. sgm_uniform is the scheduler ByteDance "
             "recommends for SDXL Lightning.\n"),
@@ -341,34 +356,6 @@ def wan22_loaders():
             N("vae", "VAELoader", dict(vae_name="wan2.2_vae.safetensors"))]
 
 
-def vsf_few_step(model_name, short, loaders, model, latent, steps, scale, bias, files, basis, about, video=False):
-    """A cfg-1 graph with NegGuideVSF for a 2026 few-step model: ``latent`` is the latent node
-    (key "latent"), ``about`` a paragraph on the model's loaders; euler / simple, ``steps`` steps.
-    ``video``: the frames are saved as an animated WebP (24 fps) instead of images."""
-    prefix = "NegGuide/VSF_" + short
-    title = f"VSF: without {CARS}"
-    if video:
-        output = [N("save_decode", "VAEDecode", dict(samples=link("sample"), vae=link("vae"))),
-                  N("save", "SaveAnimatedWEBP", dict(images=link("save_decode"), filename_prefix=prefix, fps=24.0,
-                                                     lossless=False, quality=90, method="default"), title)]
-    else:
-        output = decode_save(link("sample"), link("vae"), prefix, title=title)
-    note = vsf_note(model_name, scale, bias, steps, "euler / simple", models_note(*files))
-    note = note.replace(f"  Recommended for {model_name}: see the table in the node's help (scale {scale}, bias {bias}).\n",
-                        "  " + UNTUNED.format(scale=scale, bias=bias, basis=basis) + "\n")
-    return Workflow(
-        f"VSF - {model_name} - negative prompt at cfg 1", "VSF negative prompt", f"{model_name}, {steps} steps, cfg 1",
-        ("model", "VSF", "KSampler cfg 1"), note + "\n" + about + "\n",
-        [*loaders,
-         text("pos", link("clip"), CITY, "Positive prompt"),
-         N("zero", "ConditioningZeroOut", {"conditioning": link("pos")}),
-         N("vsf", "NegGuideVSF", {"model": model, "clip": link("clip"), "negative": CARS, "scale": scale, "bias": bias,
-                                  "start_percent": 0.0, "end_percent": 1.0, "record_attention_map": False}),
-         latent,
-         sampler(link("vsf"), link("pos"), link("zero"), link("latent"), steps, 1.0, "euler", "simple"),
-         *output])
-
-
 Z_IMAGE_FILES = ("z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors", "ae.safetensors")
 KLEIN_FILES = ("flux-2-klein-4b.safetensors", "qwen_3_4b.safetensors", "flux2-vae.safetensors")
 Z_IMAGE_ABOUT = ("Z-Image Turbo loads as a diffusion model (UNETLoader), its Qwen3-4B text encoder through "
@@ -380,28 +367,35 @@ KLEIN_ABOUT = ("Flux.2 Klein 4B loads as a diffusion model (UNETLoader), its Qwe
                "workflow) and the Flux.2 VAE; EmptyFlux2LatentImage makes its 128-channel latent.")
 
 
+def few_step_vsf(model_name, short, loaders, model, latent, steps, scale, files, basis, about, video=False):
+    """VSF on a 2026 few-step model (euler / simple, bias 0.1): no measured recommendation yet, so
+    the note says what the settings are based on (``basis``) and ``about`` its loaders."""
+    return vsf(model_name, loaders, model, link("clip"), link("vae"), latent, scale, "simple", files,
+               "\n" + about + "\n", steps=steps, recommendation=UNTUNED.format(scale=scale, bias=0.1, basis=basis),
+               prefix=short, video=video)
+
+
 def few_step_vsf_workflows() -> list[Workflow]:
     return [
-        vsf_few_step("Z-Image Turbo", "z_image_turbo", z_image_loaders(), link("shift"),
-                     N("latent", "EmptySD3LatentImage", {"width": 1024, "height": 1024, "batch_size": 1}),
-                     8, 3.0, 0.1, Z_IMAGE_FILES, " (the range of the joint-attention models SD3.5 and Flux)", Z_IMAGE_ABOUT),
-        vsf_few_step("Flux.2 Klein 4B", "flux2_klein_4b", klein_loaders(), link("unet"),
-                     N("latent", "EmptyFlux2LatentImage", {"width": 1024, "height": 1024, "batch_size": 1}),
-                     4, 3.5, 0.1, KLEIN_FILES, " (Flux Schnell's lower end)", KLEIN_ABOUT),
-        vsf_few_step("Qwen-Image Lightning", "qwen_image_lightning", qwen_image_loaders(), link("shift"),
-                     N("latent", "EmptySD3LatentImage", {"width": 1328, "height": 1328, "batch_size": 1}),
-                     8, 3.0, 0.1, ("qwen_image_fp8_e4m3fn.safetensors", "Qwen-Image-Lightning-8steps-V1.1.safetensors",
-                                   "qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image_vae.safetensors"),
+        few_step_vsf("Z-Image Turbo", "z_image_turbo", z_image_loaders(), link("shift"), square_latent("EmptySD3LatentImage"),
+                     8, 3.0, Z_IMAGE_FILES, " (the range of the joint-attention models SD3.5 and Flux)", Z_IMAGE_ABOUT),
+        few_step_vsf("Flux.2 Klein 4B", "flux2_klein_4b", klein_loaders(), link("unet"),
+                     square_latent("EmptyFlux2LatentImage"), 4, 3.5, KLEIN_FILES, " (Flux Schnell's lower end)",
+                     KLEIN_ABOUT),
+        few_step_vsf("Qwen-Image Lightning", "qwen_image_lightning", qwen_image_loaders(), link("shift"),
+                     square_latent("EmptySD3LatentImage", 1328),
+                     8, 3.0, ("qwen_image_fp8_e4m3fn.safetensors", "Qwen-Image-Lightning-8steps-V1.1.safetensors",
+                              "qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image_vae.safetensors"),
                      " (the range of the joint-attention models SD3.5 and Flux)",
                      "Qwen-Image loads as a diffusion model (UNETLoader); LoraLoaderModelOnly applies lightx2v's "
                      "Lightning 8-step LoRA (V1.1), which is what makes 8 steps at cfg 1 possible; "
                      "ModelSamplingAuraFlow sets shift 3; the Qwen2.5-VL-7B text encoder loads through CLIPLoader "
                      "type *qwen_image*; 1328 x 1328 is Qwen-Image's native square size."),
-        vsf_few_step("Wan 2.2 5B Turbo", "wan22_5b_turbo", wan22_loaders(), link("lora"),
+        few_step_vsf("Wan 2.2 5B Turbo", "wan22_5b_turbo", wan22_loaders(), link("lora"),
                      N("latent", "Wan22ImageToVideoLatent", {"vae": link("vae"), "width": 1280, "height": 704,
                                                              "length": 49, "batch_size": 1}),
-                     4, 1.5, 0.1, ("wan2.2_ti2v_5B_fp16.safetensors", "Wan22_TI2V_5B_Turbo_lora_rank_64_fp16.safetensors",
-                                   "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan2.2_vae.safetensors"),
+                     4, 1.5, ("wan2.2_ti2v_5B_fp16.safetensors", "Wan22_TI2V_5B_Turbo_lora_rank_64_fp16.safetensors",
+                              "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan2.2_vae.safetensors"),
                      " (inside the README's range for Wan 2.1: scale 1.0-1.8, bias 0.1-0.2)",
                      "Wan 2.2 TI2V 5B loads as a diffusion model (UNETLoader); LoraLoaderModelOnly applies the Turbo "
                      "LoRA (Kijai's extraction of quanhaol/Wan2.2-TI2V-5B-Turbo, a 4-step distill; its licence is "
