@@ -36,6 +36,8 @@ from typing import Callable
 import torch
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+Ranges = tuple[tuple[int, int], ...]
+"""Half-open sequence ranges. N may take several: HiDream appends it to each of its text parts."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,10 @@ class JointLayout:
     def length(self) -> int:
         return max(self.positive[1], self.negative[1], self.image[1])
 
+    @property
+    def negative_columns(self) -> Ranges:
+        return (self.negative,)
+
     def query_groups(self) -> list["QueryGroup"]:
         """The paper's joint visibility as query groups for :func:`vsf_grouped_attention`: image
         queries see I, P and Nf; P queries see I and P; N queries see I and N. On inactive rows
@@ -71,36 +77,37 @@ class JointLayout:
 
 def column_bias(
     length: int,
-    columns: tuple[int, int],
+    columns: Ranges,
     value: float,
     rows_active: torch.Tensor,
     inactive_value: float,
     dtype: torch.dtype,
     device: torch.device,
 ) -> torch.Tensor:
-    """An additive attention bias of shape [B, 1, 1, length], zero except on ``columns``:
-    ``value`` for batch rows where ``rows_active`` is True, ``inactive_value`` elsewhere."""
+    """An additive attention bias of shape [B, 1, 1, length], zero except on the ``columns``
+    ranges: ``value`` for batch rows where ``rows_active`` is True, ``inactive_value`` elsewhere."""
     per_row = torch.where(
         rows_active.to(device),
         torch.tensor(value, dtype=dtype, device=device),
         torch.tensor(inactive_value, dtype=dtype, device=device),
     )
     bias = torch.zeros(rows_active.shape[0], 1, 1, length, dtype=dtype, device=device)
-    bias[..., columns[0]:columns[1]] = per_row.view(-1, 1, 1, 1)
+    for lo, hi in columns:
+        bias[..., lo:hi] = per_row.view(-1, 1, 1, 1)
     return bias
 
 
 def flip_values(
-    v: torch.Tensor, columns: tuple[int, int], alpha: float, rows_active: torch.Tensor, seq_dim: int
+    v: torch.Tensor, columns: Ranges, alpha: float, rows_active: torch.Tensor, seq_dim: int
 ) -> torch.Tensor:
-    """A copy of ``v`` whose ``columns`` (sequence positions) are multiplied by -alpha on the
-    active batch rows: V_Nf = -alpha V_N."""
+    """A copy of ``v`` whose ``columns`` ranges (sequence positions) are multiplied by -alpha on
+    the active batch rows: V_Nf = -alpha V_N."""
     flipped = v.clone()
-    segment = flipped.narrow(seq_dim, columns[0], columns[1] - columns[0])
     shape = [1] * v.ndim
     shape[0] = v.shape[0]
     scale = torch.where(rows_active.to(v.device), -alpha, 1.0).to(v.dtype).view(shape)
-    segment.mul_(scale)
+    for lo, hi in columns:
+        flipped.narrow(seq_dim, lo, hi - lo).mul_(scale)
     return flipped
 
 
@@ -110,13 +117,13 @@ def vsf_cross_attention(
     k: torch.Tensor,
     v: torch.Tensor,
     *,
-    negative: tuple[int, int],
+    negative: Ranges,
     alpha: float,
     beta: float,
     rows_active: torch.Tensor,
     seq_dim: int,
 ) -> torch.Tensor:
-    """Cross-attention VSF: keys/values are [P ; N] (N at ``negative``), one softmax.
+    """Cross-attention VSF: keys/values are [P ; N] (N at the ``negative`` ranges), one softmax.
 
     Inactive rows (e.g. the unconditional branch of CFG) mask N out entirely, which is exactly
     plain attention over P."""
@@ -142,7 +149,7 @@ def vsf_grouped_attention(
     v: torch.Tensor,
     *,
     groups: list[QueryGroup],
-    negative: tuple[int, int],
+    negative: Ranges,
     alpha: float,
     beta: float,
     rows_active: torch.Tensor,
@@ -182,14 +189,14 @@ def negative_attention_mass(
     q: torch.Tensor,
     k: torch.Tensor,
     *,
-    negative: tuple[int, int],
+    negative: Ranges,
     beta: float,
     heads: int,
     seq_dim: int,
     query_chunk: int = 1024,
 ) -> torch.Tensor:
     """Where the negative acts: the share of each query's attention that falls on the (flipped)
-    negative columns, with their -beta bias, averaged over heads: [B, L_q].
+    negative columns (the ``negative`` ranges), with their -beta bias, averaged over heads: [B, L_q].
 
     This is 1 - W of the paper's weighted form (the weight of Z-), the quantity its attention-map
     figure shows per image token. Computed explicitly in query chunks (peak extra memory
@@ -197,12 +204,15 @@ def negative_attention_mass(
     if seq_dim == 1:  # [B, L, H*D] or [B, L, H, D] -> [B, H, L, D]
         q, k = (t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2) for t in (q, k))
     scale = q.shape[-1] ** -0.5
+    on_negative = torch.zeros(k.shape[2], dtype=torch.bool, device=q.device)
+    for lo, hi in negative:
+        on_negative[lo:hi] = True
     bias = torch.zeros(k.shape[2], dtype=q.dtype, device=q.device)
-    bias[negative[0]:negative[1]] = -beta
+    bias[on_negative] = -beta
     masses = []
     for start in range(0, q.shape[2], query_chunk):
         logits = q[:, :, start:start + query_chunk] @ k.transpose(-1, -2) * scale + bias
-        share = logits.softmax(-1)[..., negative[0]:negative[1]].sum(-1)
+        share = logits.softmax(-1)[..., on_negative].sum(-1)
         masses.append(share.mean(1))
     return torch.cat(masses, dim=1)
 

@@ -3,7 +3,8 @@ callables with ComfyUI's hook signatures, no ComfyUI import. Math: attention_pat
 where the tokens sit: the family adapter (attention_patches/families/).
 
 - ``apply_model_wrapper`` (APPLY_MODEL wrapper): inside the sigma window, appends the negative's
-  real tokens N to the text context of every row and asks the family adapter for the layout of
+  real tokens N to the text context of every row (and to the family's other text inputs, e.g.
+  HiDream's Llama hidden states) and asks the family adapter for the layout of
   this model call, which the attention calls read from transformer_options;
 - ``attention_override`` (transformer_options["optimized_attention_override"], chaining what the
   slot held): VSF on the calls the layout says see the text;
@@ -28,6 +29,30 @@ HOOK_KEY = "negguide_vsf"
 """Key of the wrappers, and of this model call's record in transformer_options."""
 
 
+@dataclass(frozen=True)
+class NegativeTokens:
+    """The negative prompt's real tokens, as the model's text inputs take them (nodes/vsf.py
+    encode_negative)."""
+
+    context: torch.Tensor
+    """[1, n, D]: appended to the text context."""
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Model input name -> [1, ..., m, D] (tokens on axis -2): appended to that input
+    (FamilyAdapter.extra_text_inputs)."""
+
+    def cpu(self) -> "NegativeTokens":
+        return NegativeTokens(self.context.cpu(), {name: tokens.cpu() for name, tokens in self.extra.items()})
+
+
+def _appended(name: str, value, tokens: torch.Tensor) -> torch.Tensor:
+    """``value`` [B, ..., L, D] with ``tokens`` [1, ..., m, D] appended to every row along axis -2."""
+    if value is None or value.shape[1:-2] != tokens.shape[1:-2] or value.shape[-1] != tokens.shape[-1]:
+        got = "nothing" if value is None else f"shape {tuple(value.shape)}"
+        raise ValueError(f"{METHOD}: the negative prompt was encoded with {name} of shape {tuple(tokens.shape)}, "
+                         f"but this model call's {name} is {got}. Connect the CLIP that was loaded for this model.")
+    return torch.cat([value, tokens.to(value).expand(value.shape[0], *tokens.shape[1:])], dim=-2)
+
+
 @dataclass
 class _ModelCall:
     """One model call, shared with its attention calls."""
@@ -43,11 +68,10 @@ class _ModelCall:
 
 
 class VSFHooks:
-    def __init__(self, adapter: FamilyAdapter, negative: torch.Tensor, alpha: float, beta: float,
+    def __init__(self, adapter: FamilyAdapter, negative: NegativeTokens, alpha: float, beta: float,
                  window, previous_override=None, record: bool = False):
         self.adapter = adapter
         self.negative = negative
-        """[1, n, D]: the negative's real tokens (nodes/vsf.py encode_negative)."""
         self.alpha = alpha
         self.beta = beta
         self.window = window
@@ -71,19 +95,21 @@ class VSFHooks:
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         if kwargs.get("attention_mask") is not None:
             raise ValueError(f"{METHOD} does not support text attention masks on this model yet.")
-        if self.negative.shape[-1] != c_crossattn.shape[-1]:
+        context = self.negative.context
+        if context.shape[-1] != c_crossattn.shape[-1]:
             raise ValueError(
-                f"{METHOD}: the negative prompt was encoded to {self.negative.shape[-1]}-dim tokens, "
+                f"{METHOD}: the negative prompt was encoded to {context.shape[-1]}-dim tokens, "
                 f"but this {self.adapter.family} model's text context is {c_crossattn.shape[-1]}-dim. "
                 "Connect the CLIP that was loaded for this model."
             )
-        batch, n = c_crossattn.shape[0], self.negative.shape[1]
-        negative = self.negative.to(c_crossattn).expand(batch, -1, -1)
+        batch, n = c_crossattn.shape[0], context.shape[1]
+        kwargs = {**kwargs, **{name: _appended(name, kwargs.get(name), tokens) for name, tokens in self.negative.extra.items()}}
         layout = self.adapter.call_layout(executor.class_obj.diffusion_model, tuple(x.shape), c_crossattn.shape[1] + n,
-                                          n, kwargs, METHOD)
+                                          n, kwargs, METHOD, {name: t.shape[-2] for name, t in self.negative.extra.items()})
         call = _ModelCall(layout, cond_rows(batch, transformer_options.get("cond_or_uncond")))
         transformer_options = {**transformer_options, HOOK_KEY: call}
-        out = executor(x, t, c_concat, torch.cat([c_crossattn, negative], dim=1), control, transformer_options, **kwargs)
+        c_crossattn = torch.cat([c_crossattn, context.to(c_crossattn).expand(batch, -1, -1)], dim=1)
+        out = executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         call.reach.check(METHOD, transformer_options)
         if self.record and call.negative_mass:
             grid = mass_on_latent_grid(call.negative_mass, tuple(x.shape), layout.patch_size)
@@ -113,7 +139,7 @@ class VSFHooks:
         if mask is not None:
             raise ValueError(f"{METHOD} does not support attention masks on this model yet.")
         rows_active = cond_rows(q.shape[0], kwargs["transformer_options"].get("cond_or_uncond"))
-        negative = call.layout.negative
+        negative = call.layout.negative_columns
         if self.record and (kind == CROSS or any(group.flipped for group in groups)):
             lo, hi = (0, q_len) if kind == CROSS else call.layout.image
             mass = negative_attention_mass(q.narrow(seq_dim, lo, hi - lo), k, negative=negative, beta=self.beta,

@@ -17,6 +17,7 @@ import importlib
 
 from ..nodes.model_family import family_adapter_of
 from ..nodes.schedule import SigmaWindow
+from ..attention_patches.vsf_hooks import NegativeTokens
 from ..nodes.vsf import SUPPORTED_FAMILIES, apply_vsf
 from .cases import CaseContext, case
 from .timing import Variant
@@ -28,7 +29,7 @@ NEGATIVE_TOKENS = 77
 def _vsf(ctx: CaseContext):
     model = ctx.model
     adapter = family_adapter_of(model.patcher, "NegGuideVSF", SUPPORTED_FAMILIES)
-    negative_tokens = model.negative[0][0][:1, :NEGATIVE_TOKENS]
+    negative_tokens = NegativeTokens(model.negative[0][0][:1, :NEGATIVE_TOKENS])
     patched = apply_vsf(model.patcher, adapter, negative_tokens, scale=3.0, bias=0.1,
                         window=SigmaWindow.from_percents(model.patcher, 0.0, 1.0, "bench"))
     cfg = model.cfg if model.cfg != 1.0 else 4.5

@@ -42,10 +42,11 @@ wan21       wan         0.16 M     1.05 M     0.92 M     0.06 s   0.16 s  [B,16,
 wan22       wan         0.18 M     1.05 M     11.42 M    0.04 s   0.05 s  [B,48,T,H,W] TAEHV (16x)
 qwen_image  qwen_image  0.34 M     5.01 M     0.92 M     0.06 s   0.13 s  [B,16,1,H,W] Wan 2.1 VAE
 z_image     z_image     6.41 M     4.93 M     2.46 M     0.06 s   0.02 s  [B,16,H,W] TAESD (Flux latents)
+hidream     hidream     0.23 M     8.44 M     2.46 M     0.10 s   0.09 s  [B,16,H,W] TAESD (Flux latents)
 ==========  ==========  =========  =========  =========  =======  ======  ==============================
 
 A build takes 0.5-2 s (mostly loading the tokenizer vocabularies, done once per process).
-Text-encoder sizes are dominated by the real vocabularies (49408 CLIP, 32128 T5, 152064 Qwen2.5,
+Text-encoder sizes are dominated by the real vocabularies (49408 CLIP, 32128 T5, 128256 Llama 3, 152064 Qwen2.5,
 151936 Qwen3). The flux2 row was measured on ComfyUI 0.33 (the only supported host with Flux.2
 Klein), same settings, one 64x64-pixel image = a [1, 128, 4, 4] latent; its VAE count is mostly
 the encoder, whose width ComfyUI fixes (see below).
@@ -123,8 +124,19 @@ Per architecture (what is real, what is shrunk, what deviates):
   tokens + 8 template tokens). VAE: Z-Image uses the Flux VAE latents (latent_formats.Flux,
   16 channels, 8x); the zoo gives it a 16-channel TAESD like flux. Row measured on the 0.33 tree
   (unloaded machine: compare with care); builds on 0.3.75 too (both have ZImage).
+- hidream: HiDream-I1 (comfy.supported_models.HiDream -> model_base.HiDream ->
+  HiDreamImageTransformer2DModel): 1 double + 1 single block, 2 heads of 16, 2 routed experts (1
+  active) plus the shared one, RoPE axes (8, 4, 4), llama_layers [0, 1, 2]. Text encoder:
+  ComfyUI's HiDream encoder with all four parts tiny: CLIP-L and CLIP-G (hidden 32 each: the
+  pooled vector, 64 wide), T5-XXL class (d_model 32, 2 layers; the context, padded to 128) and
+  the Llama 3.1 class (hidden 32, 3 layers, 1 head; head_dim 128 and the 128256-token vocabulary
+  fixed by ComfyUI; every layer's states padded to 128 tokens: conditioning_llama3 [B, 3, 128, 32]),
+  with the tokenizers ComfyUI ships. VAE: the Flux latents (16 channels) on a TAESD like flux.
+  Needs ``comfy/text_encoders/llama_tokenizer/tokenizer.json``, which the 0.33.0 snapshot lacks:
+  it builds on 0.3.75 only (``unavailable_reason("hidream")`` says so). Row measured on 0.3.75.
 
-All nine other architectures build on ComfyUI 0.3.75 and 0.33; flux2 builds on 0.33 only.
+Every other architecture builds on ComfyUI 0.3.75 and 0.33; flux2 builds on 0.33 only, hidream
+on 0.3.75 only.
 Where text and image tokens sit in each one's attention calls is pinned down by
 tests/library/test_attention_layout.py.
 """
@@ -143,7 +155,7 @@ import torch
 from ..shapes_world.host_compat import complete_params
 
 ARCHITECTURES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux", "chroma", "flux2", "wan21", "wan22", "qwen_image",
-                                  "z_image")
+                                  "z_image", "hidream")
 
 FAMILIES: dict[str, str] = {
     "sd15": "unet",
@@ -156,6 +168,7 @@ FAMILIES: dict[str, str] = {
     "wan22": "wan",
     "qwen_image": "qwen_image",
     "z_image": "z_image",
+    "hidream": "hidream",
 }
 
 # Architectures whose latent format is 3-D (video latents [B, C, T, H, W]).
@@ -164,7 +177,7 @@ VIDEO_LATENT: frozenset[str] = frozenset({"wan21", "wan22", "qwen_image"})
 # Latent channels per architecture (the latent_format's latent_channels).
 LATENT_CHANNELS: dict[str, int] = {
     "sd15": 4, "sdxl": 4, "sd3": 16, "flux": 16, "chroma": 16, "flux2": 128, "wan21": 16, "wan22": 48,
-    "qwen_image": 16, "z_image": 16,
+    "qwen_image": 16, "z_image": 16, "hidream": 16,
 }
 
 # Pixels per latent cell along height and width (the latent_format's spacial_downscale_ratio).
@@ -182,10 +195,18 @@ _NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+# The data files of the ComfyUI tree an architecture's tokenizers read, relative to the comfy
+# package (the 0.33.0 snapshot in shared/hosts lacks the Llama tokenizer's tokenizer.json).
+_NEEDS_FILES: dict[str, tuple[str, ...]] = {
+    "hidream": ("text_encoders/llama_tokenizer/tokenizer.json",),
+}
+
+
 def unavailable_reason(name: str) -> str | None:
-    """Why architecture ``name`` cannot be built on this ComfyUI host (the classes it lacks), or
-    None when it can. Decided by what the host has, never by its version."""
+    """Why architecture ``name`` cannot be built on this ComfyUI host (the classes or tokenizer
+    files it lacks), or None when it can. Decided by what the host has, never by its version."""
     import importlib
+    from pathlib import Path
 
     missing = []
     for module_name, attribute in _NEEDS.get(name, ()):
@@ -195,9 +216,14 @@ def unavailable_reason(name: str) -> str | None:
             module = None
         if not hasattr(module, attribute):
             missing.append(f"{module_name}.{attribute}")
-    if not missing:
-        return None
-    return f"zoo architecture {name!r} needs ComfyUI classes this host lacks: {', '.join(missing)}"
+    if missing:
+        return f"zoo architecture {name!r} needs ComfyUI classes this host lacks: {', '.join(missing)}"
+    comfy_root = Path(importlib.import_module("comfy.model_base").__file__).parent
+    absent = [f"comfy/{path}" for path in _NEEDS_FILES.get(name, ()) if not (comfy_root / path).is_file()]
+    if absent:
+        return (f"zoo architecture {name!r} needs tokenizer files this ComfyUI tree lacks: {', '.join(absent)} "
+                "(the real tokenizer, which no stand-in replaces)")
+    return None
 
 
 def available_architectures() -> tuple[str, ...]:
@@ -651,6 +677,30 @@ def _build_qwen_image(name, seed):
     return model, clip, _wan_vae(name, seed)
 
 
+def _build_hidream(name, seed):
+    """HiDream-I1: comfy.supported_models.HiDream -> model_base.HiDream -> HiDreamImageTransformer2DModel
+    (one double and one single block, 2 routed experts), with all four of its text encoders:
+    CLIP-L and CLIP-G (the pooled vector), T5 (the context) and Llama 3.1 (every layer's hidden
+    states, encoder_hidden_states_llama3), each tiny, with the tokenizers ComfyUI ships."""
+    import comfy.supported_models
+    import comfy.text_encoders.hidream
+
+    l_hidden, g_hidden, t5_dim, llama_hidden, llama_layers = 32, 32, 32, 32, 3
+    unet_config = {"image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16,
+                   "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 16, "num_attention_heads": 2,
+                   "caption_channels": [t5_dim, llama_hidden], "text_emb_dim": l_hidden + g_hidden,
+                   "num_routed_experts": 2, "num_activated_experts": 1, "axes_dims_rope": (8, 4, 4),
+                   "max_resolution": (128, 128), "llama_layers": [0, 1, llama_layers - 1]}
+    model = _diffusion(name, seed, comfy.supported_models.HiDream, unet_config)
+    clip = _clip(name, seed, comfy.text_encoders.hidream.HiDreamTokenizer, comfy.text_encoders.hidream.hidream_clip(),
+                 {"clip_l_model_config": _clip_config(l_hidden), "clip_g_model_config": _clip_config(g_hidden),
+                  "t5xxl_model_config": _t5_config(t5_dim),
+                  "llama_model_config": {"hidden_size": llama_hidden, "intermediate_size": 2 * llama_hidden,
+                                         "num_hidden_layers": llama_layers, "num_attention_heads": 1,
+                                         "num_key_value_heads": 1}})
+    return model, clip, _taesd_vae(name, seed, 16)
+
+
 def _build_z_image(name, seed):
     """Z-Image (Turbo): comfy.supported_models.ZImage -> model_base.Lumina2 -> NextDiT."""
     import comfy.supported_models
@@ -675,6 +725,7 @@ _BUILDERS: dict[str, Callable] = {
     "chroma": _build_chroma, "flux2": _build_flux2, "wan21": _build_wan21, "wan22": _build_wan22,
     "qwen_image": _build_qwen_image,
     "z_image": _build_z_image,
+    "hidream": _build_hidream,
 }
 
 _cache: dict[tuple[str, int], ZooModel] = {}

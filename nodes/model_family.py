@@ -17,6 +17,7 @@ _FAMILY_OF_MODEL_CLASS = tuple((cls, family) for cls, family in (
     (comfy.model_base.QwenImage, "qwen_image"),
     (comfy.model_base.WAN21, "wan"),
     (getattr(comfy.model_base, "Lumina2", None), "z_image"),  # Z-Image; its adapter refuses other NextDiTs
+    (getattr(comfy.model_base, "HiDream", None), "hidream"),
 ) if cls is not None)
 _UNET_BASED = comfy.model_base.BaseModel
 
@@ -24,9 +25,6 @@ _REFUSED = tuple((cls, name, verdict, why) for cls, name, verdict, why in (
     (getattr(comfy.model_base, "ErnieImage", None), "ERNIE-Image", "cannot act on",
      "its attention calls do not pass transformer_options, so neither ComfyUI's attention override nor any "
      "attention patch ever sees them"),
-    (getattr(comfy.model_base, "HiDream", None), "HiDream", "does not support",
-     "its image tokens come first and every block appends the hidden states of another Llama layer to the text "
-     "(the text changes from block to block): a layout no NegGuide family adapter describes yet"),
     (getattr(comfy.model_base, "HunyuanVideo", None), "Hunyuan Video (1.0 / 1.5)", "does not support",
      "its text passes a masked text-only token refiner before the blocks (where the negative would mix into the "
      "prompt) and stays masked in every block: a layout no NegGuide family adapter describes yet"),

@@ -15,9 +15,9 @@ import torch
 import comfy.patcher_extension
 from comfy_api.latest import io
 
-from ..attention_patches.families.base import FamilyAdapter
+from ..attention_patches.families.base import ExtraTextInput, FamilyAdapter
 from ..attention_patches.override_chain import OVERRIDE_SLOT
-from ..attention_patches.vsf_hooks import HOOK_KEY, VSFHooks
+from ..attention_patches.vsf_hooks import HOOK_KEY, NegativeTokens, VSFHooks
 from .model_family import family_adapter_of
 from .negtome import negtome_on_top, restack_negtome_above
 from .node_text import node_text
@@ -26,7 +26,7 @@ from .schedule import SigmaWindow
 LOG = logging.getLogger(__name__)
 NOOP_KEY = "negguide_vsf_noop"
 """Attachment on the MODEL a recording NegGuideVSF returned without patching: why it did nothing."""
-SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "flux2", "qwen_image", "wan", "z_image")
+SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "flux2", "qwen_image", "wan", "z_image", "hidream")
 
 
 def _sub_tokenizer(tokenizer, key: str):
@@ -48,9 +48,12 @@ def _real_length(sub_tokenizer, batch: list) -> int:
     return max((i + 1 for i, token in enumerate(ids) if token != pad), default=0)
 
 
-def _negative_parts(clip, text: str) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+def _negative_parts(clip, text: str, extra_inputs: tuple[ExtraTextInput, ...] = ()
+                    ) -> tuple[list[torch.Tensor], torch.Tensor | None, dict[str, torch.Tensor]]:
     """``text``'s real (unpadded) token embeddings: one [1, n_i, D] per fixed-length window
-    (CLIP), in order, and the variable-length encoders' tokens [1, m, D] (or None).
+    (CLIP), in order, the variable-length encoders' tokens [1, m, D] (or None), and the tokens of
+    each of the model's ``extra_inputs`` (by model input; their encoders are variable-length and
+    feed those inputs, not the context).
 
     Variable-length encoders (T5 family, LLMs) get each token list cut after its end token before
     encoding, so padding never enters them (T5 attends to its padding). Fixed-length encoders
@@ -60,6 +63,7 @@ def _negative_parts(clip, text: str) -> tuple[list[torch.Tensor], torch.Tensor |
     prompt is (each window encoded on its own). ComfyUI puts the fixed-length part first in the
     context (SD3: [CLIP-L|G windows ; T5])."""
     tokens = clip.tokenize(text)
+    extra_tokenizers = {extra.tokenizer for extra in extra_inputs}
     encoder_input, fixed_real, fixed_window, variable_len = {}, None, 0, 0
     for key, batches in tokens.items():
         sub_tokenizer = _sub_tokenizer(clip.tokenizer, key)
@@ -75,19 +79,26 @@ def _negative_parts(clip, text: str) -> tuple[list[torch.Tensor], torch.Tensor |
             fixed_window = max(fixed_window, *(len(batch) for batch in batches))
         else:
             encoder_input[key] = [batch[:length] for batch, length in zip(batches, lengths)]
-            variable_len += sum(lengths)
-    encoded = clip.encode_from_tokens(encoder_input)
+            variable_len += 0 if key in extra_tokenizers else sum(lengths)
+    output = clip.encode_from_tokens(encoder_input, return_dict=True)
+    encoded = output["cond"]
+    extras = {}
+    for extra in extra_inputs:
+        if output.get(extra.encoder_output) is None:
+            raise ValueError(f"NegGuideVSF: this text encoder gives no {extra.encoder_output!r}, which the model reads "
+                             "beside the prompt. Connect the CLIP that was loaded for this model.")
+        extras[extra.model_input] = output[extra.encoder_output]
     context_len = encoded.shape[1]
     if fixed_real is None:  # every encoder saw its real tokens only (LLM encoders may drop a template)
-        return [], encoded
+        return [], encoded, extras
     fixed_len = fixed_window * len(fixed_real)
     fixed_parts = [encoded[:, i * fixed_window:i * fixed_window + real] for i, real in enumerate(fixed_real)]
     if context_len == fixed_len + variable_len:
-        return fixed_parts, encoded[:, fixed_len:]
+        return fixed_parts, encoded[:, fixed_len:], extras
     if context_len == fixed_len:  # no variable-length encoder loaded (SD3 without T5)
-        return fixed_parts, None
-    if context_len == variable_len:  # the fixed-length encoder only feeds the pooled vector (Flux)
-        return [], encoded
+        return fixed_parts, None, extras
+    if context_len == variable_len:  # the fixed-length encoders only feed the pooled vector (Flux, HiDream)
+        return [], encoded, extras
     raise ValueError(
         f"NegGuideVSF: cannot separate the negative prompt's tokens from padding for this text encoder "
         f"({context_len} context tokens from {len(fixed_real)} windows of {fixed_window} + {variable_len})."
@@ -109,28 +120,37 @@ def text_independent_prefix(tokens: torch.Tensor, reference: torch.Tensor) -> in
     return count
 
 
-def encode_negative(clip, text: str, drop_text_independent: bool = True) -> torch.Tensor:
-    """The negative prompt's token embeddings [1, n, D]: no padding, and (``drop_text_independent``)
-    no leading token that every text encodes the same (see :func:`text_independent_prefix`;
-    compared with the empty text through the same path), in every CLIP window and in the
-    variable-length part. Windows and parts keep their order."""
-    fixed, variable = _negative_parts(clip, text)
+def _tokens_first(extra: torch.Tensor) -> torch.Tensor:
+    """[1, ..., m, D] -> [1, m, ...*D]: one vector per token (all of HiDream's Llama layers)."""
+    return extra.movedim(-2, 1).flatten(2)
+
+
+def encode_negative(clip, text: str, drop_text_independent: bool = True,
+                    extra_inputs: tuple[ExtraTextInput, ...] = ()) -> NegativeTokens:
+    """The negative prompt's tokens for the text context [1, n, D] and for each of the model's
+    ``extra_inputs``: no padding, and (``drop_text_independent``) no leading token that every text
+    encodes the same (see :func:`text_independent_prefix`; compared with the empty text through
+    the same path), in every CLIP window, in the variable-length part and in each extra input.
+    Windows and parts keep their order."""
+    fixed, variable, extras = _negative_parts(clip, text, extra_inputs)
     if drop_text_independent:
-        empty_fixed, empty_variable = _negative_parts(clip, "")
+        empty_fixed, empty_variable, empty_extras = _negative_parts(clip, "", extra_inputs)
         if fixed and empty_fixed:
             fixed = [part[:, text_independent_prefix(part, empty_fixed[0]):] for part in fixed]
         if variable is not None and empty_variable is not None:
             variable = variable[:, text_independent_prefix(variable, empty_variable):]
+        extras = {name: tokens[..., text_independent_prefix(_tokens_first(tokens), _tokens_first(empty_extras[name])):, :]
+                  for name, tokens in extras.items()}
     tokens = torch.cat([*fixed, *([variable] if variable is not None else [])], dim=1)
-    if tokens.shape[1] == 0:
+    if tokens.shape[1] == 0 and not any(extra.shape[-2] for extra in extras.values()):
         raise ValueError(f"NegGuideVSF: the negative prompt {text!r} encodes to no text-specific token; write the concept to avoid.")
-    return tokens
+    return NegativeTokens(tokens, extras)
 
 
-def apply_vsf(model, adapter: FamilyAdapter, negative_tokens: torch.Tensor, scale: float, bias: float,
+def apply_vsf(model, adapter: FamilyAdapter, negative_tokens: NegativeTokens, scale: float, bias: float,
               window: SigmaWindow, record_attention_map: bool = False):
     """A clone of ``model`` (a ModelPatcher) with VSF attached for the unpadded negative tokens
-    [1, n, D]: the APPLY_MODEL wrapper, the chained attention override and, on UNets, the attn2
+    (:func:`encode_negative`): the APPLY_MODEL wrapper, the chained attention override and, on UNets, the attn2
     marker; with ``record_attention_map`` also a per-run reset of the recorded maps.
 
     NegToMe edits the finished attention output, so it must wrap VSF whatever the node order:
@@ -170,7 +190,7 @@ class NegGuideVSF(io.ComfyNode):
                 "it acts on the positive branch only."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to patch: SD1.5/SDXL, SD3/SD3.5, Flux, Chroma, Qwen-Image, Wan 2.1, Z-Image."),
+                io.Model.Input("model", tooltip="The diffusion model to patch: SD1.5/SDXL, SD3/SD3.5, Flux, Flux.2, Chroma, Qwen-Image, Wan 2.1/2.2, Z-Image, HiDream."),
                 io.Clip.Input("clip", tooltip="The text encoder loaded for this model; encodes the negative without padding."),
                 io.String.Input("negative", multiline=True, default="", tooltip="What should not appear. Empty: no effect."),
                 io.Float.Input("scale", default=3.0, min=0.0, max=20.0, step=0.05, round=0.01,
@@ -202,7 +222,8 @@ class NegGuideVSF(io.ComfyNode):
             return io.NodeOutput(model, ui=node_text(f"VSF is off: {reason}; the model is returned unchanged."))
         if model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, HOOK_KEY):
             raise ValueError("NegGuideVSF is already applied to this model: put every negative concept into one NegGuideVSF node.")
-        patched = apply_vsf(model, adapter, encode_negative(clip, negative), scale, bias, window, record_attention_map)
+        tokens = encode_negative(clip, negative, extra_inputs=adapter.extra_text_inputs)
+        patched = apply_vsf(model, adapter, tokens, scale, bias, window, record_attention_map)
         return io.NodeOutput(patched)
 
 

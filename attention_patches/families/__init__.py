@@ -14,14 +14,16 @@ The interface
     UNets the self-attention output patch), ``marks_cross_attention`` (UNets: an attn2 patch
     marks each cross-attention call), ``supports(diffusion_model)`` (the config check: a model
     class shared by two layouts, e.g. Lumina 2 and Z-Image), ``patch_size(diffusion_model)``,
-    ``call_layout(diffusion_model, latent_shape, text_len, negative_len, conds, method)``.
+    ``call_layout(diffusion_model, latent_shape, text_len, negative_len, conds, method,
+    extra_negative_lens)``, ``extra_text_inputs`` (text inputs beside the context that VSF appends
+    N to: HiDream's Llama hidden states).
 ``CallLayout``  (what call_layout returns, one per model call)
     ``kind(q_len, k_len)``: JOINT, CROSS, SELF, TEXT_ONLY, IMAGE_ONLY or None (a call this
     layout does not know: left alone); may count calls (Z-Image's refiners come in order), so
     each hook asks once per attention call. ``vsf_groups(kind, q_len)``: the VSF query groups
     of a joint-type call ([] where VSF leaves it alone). ``image_span(q_len, k_len)``: the real
-    image tokens NegToMe merges in that call's output, or None (pure). ``negative``: N's
-    columns in the keys of the calls VSF acts on. ``image``: the real image tokens in a joint
+    image tokens NegToMe merges in that call's output, or None (pure). ``negative_columns``:
+    N's column ranges in the keys of the calls VSF acts on (one range, or one per text part). ``image``: the real image tokens in a joint
     call ((0, I) on cross-attention models). ``grid``: (frames, height, width) of the image
     tokens. ``patch_size``: the model's spatial patch size.
 """
@@ -30,13 +32,15 @@ from __future__ import annotations
 
 from .base import CROSS, IMAGE_ONLY, JOINT, SELF, TEXT_ONLY, FamilyAdapter
 from .flux import FLUX, FLUX2
+from .hidream import HIDREAM
 from .mmdit import MMDIT
 from .qwen_image import QWEN_IMAGE
 from .unet import UNET
 from .wan import WAN
 from .z_image import Z_IMAGE
 
-ADAPTERS: dict[str, FamilyAdapter] = {adapter.family: adapter for adapter in (UNET, MMDIT, FLUX, FLUX2, QWEN_IMAGE, WAN, Z_IMAGE)}
+ADAPTERS: dict[str, FamilyAdapter] = {adapter.family: adapter for adapter in (UNET, MMDIT, FLUX, FLUX2, QWEN_IMAGE, WAN, Z_IMAGE,
+                                                                              HIDREAM)}
 """Every family NegGuide's attention methods know, by name."""
 
 __all__ = ["ADAPTERS", "CROSS", "IMAGE_ONLY", "JOINT", "SELF", "TEXT_ONLY", "FamilyAdapter"]

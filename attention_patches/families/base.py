@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 JOINT, CROSS, SELF, TEXT_ONLY, IMAGE_ONLY = "joint", "cross", "self", "text-only", "image-only"
 """What an attention call is: text and image in one sequence; image queries over text keys;
@@ -11,6 +12,19 @@ image tokens only in a block's self-attention; a text-only or image-only refiner
 ATTENTION_OUTPUT, SELF_ATTENTION_OUTPUT_PATCH = "attention output", "self-attention output patch"
 """Where NegToMe merges: the output of the attention override's call, or (UNets) the
 attn1_output_patch after to_out, the reference SDXL point."""
+
+
+@dataclass(frozen=True)
+class ExtraTextInput:
+    """A text input a model takes beside its main text context (HiDream's Llama hidden states),
+    to which VSF appends the negative as well: along its token axis (-2), like the context."""
+
+    tokenizer: str
+    """Key of the tokenizer's output (``clip.tokenize``) whose tokens feed it."""
+    encoder_output: str
+    """Key of the text encoder's output (a CONDITIONING entry) that carries it."""
+    model_input: str
+    """Keyword of the model call (the APPLY_MODEL wrapper's kwargs) that receives it."""
 
 
 def spatial_patch_size(diffusion_model, default: int) -> int:
@@ -43,6 +57,8 @@ class FamilyAdapter:
     pads_text: bool = False
     """True where the model pads the text itself inside its forward (Z-Image): VSF's N is appended
     before that padding, so the padding moves with N's length."""
+    extra_text_inputs: tuple[ExtraTextInput, ...] = ()
+    """Text inputs beside the context (HiDream's Llama hidden states): VSF appends N to each."""
 
     def supports(self, diffusion_model) -> bool:
         """Whether ``diffusion_model`` has this family's layout (the model class alone says so for
@@ -53,8 +69,10 @@ class FamilyAdapter:
         return spatial_patch_size(diffusion_model, self.default_patch_size)
 
     def call_layout(self, diffusion_model, latent_shape: tuple[int, ...], text_len: int, negative_len: int,
-                    conds: dict, method: str):
+                    conds: dict, method: str, extra_negative_lens: dict[str, int] | None = None):
         """The layout of one model call: ``text_len`` text tokens enter the model (the last
         ``negative_len`` of them VSF's negative N), the latent has ``latent_shape``, ``conds`` are
-        the model call's extra inputs (reference latents...); errors name ``method``."""
+        the model call's extra inputs (reference latents, the :attr:`extra_text_inputs` with N
+        appended...), ``extra_negative_lens`` N's length in each of those (by model input);
+        errors name ``method``."""
         raise NotImplementedError

@@ -28,6 +28,10 @@ class CrossAttentionCall:
         return self.text_len - self.negative_len, self.text_len
 
     @property
+    def negative_columns(self) -> tuple[tuple[int, int], ...]:
+        return (self.negative,)
+
+    @property
     def image(self) -> tuple[int, int]:
         return 0, self.image_len
 

@@ -33,6 +33,10 @@ class TextFirstCall:
         return self.text_len - self.negative_len, self.text_len
 
     @property
+    def negative_columns(self) -> tuple[tuple[int, int], ...]:
+        return (self.negative,)
+
+    @property
     def image(self) -> tuple[int, int]:
         return self.text_len, self.text_len + self.image_len
 
@@ -56,7 +60,8 @@ class TextFirstCall:
 class TextFirstAdapter(FamilyAdapter):
     """A family whose joint calls are [text ; image ; references] (families/text_first.py)."""
 
-    def call_layout(self, diffusion_model, latent_shape, text_len, negative_len, conds, method) -> TextFirstCall:
+    def call_layout(self, diffusion_model, latent_shape, text_len, negative_len, conds, method,
+                    extra_negative_lens=None) -> TextFirstCall:
         patch = self.patch_size(diffusion_model)
         grid = token_grid(latent_shape, patch)
         return TextFirstCall(text_len, negative_len, math.prod(grid), grid, patch)

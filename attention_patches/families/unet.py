@@ -20,7 +20,8 @@ class UNetAdapter(FamilyAdapter):
     negtome_point = SELF_ATTENTION_OUTPUT_PATCH
     marks_cross_attention = True
 
-    def call_layout(self, diffusion_model, latent_shape, text_len, negative_len, conds, method) -> CrossAttentionCall:
+    def call_layout(self, diffusion_model, latent_shape, text_len, negative_len, conds, method,
+                    extra_negative_lens=None) -> CrossAttentionCall:
         grid = token_grid(latent_shape, 1)
         return CrossAttentionCall(text_len, negative_len, grid[1] * grid[2], grid, 1, marked=True, method=method)
 

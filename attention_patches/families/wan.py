@@ -21,7 +21,8 @@ class WanAdapter(FamilyAdapter):
     attention = "cross"
     default_patch_size = 2
 
-    def call_layout(self, diffusion_model, latent_shape, text_len, negative_len, conds, method) -> CrossAttentionCall:
+    def call_layout(self, diffusion_model, latent_shape, text_len, negative_len, conds, method,
+                    extra_negative_lens=None) -> CrossAttentionCall:
         patch = self.patch_size(diffusion_model)
         grid = token_grid(latent_shape, patch)
         image_len = math.prod(grid)

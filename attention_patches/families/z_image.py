@@ -85,6 +85,10 @@ class ZImageCall:
                    (image_end, caption + padded(image_len, multiple)), text_only_calls, grid, patch_size)
 
     @property
+    def negative_columns(self) -> tuple[tuple[int, int], ...]:
+        return (self.negative,)
+
+    @property
     def caption(self) -> int:
         return self.caption_padding[1]
 
@@ -144,7 +148,7 @@ class ZImageAdapter(FamilyAdapter):
         return type(diffusion_model).__name__ == "NextDiT" and getattr(diffusion_model, "pad_tokens_multiple", None)
 
     def call_layout(self, diffusion_model, latent_shape: tuple[int, ...], text_len: int, negative_len: int,
-                    conds: dict, method: str) -> ZImageCall:
+                    conds: dict, method: str, extra_negative_lens=None) -> ZImageCall:
         if conds.get("ref_latents") or conds.get("siglip_feats") or conds.get("ref_contexts"):
             raise ValueError(
                 f"{method} does not support Z-Image reference images (Z-Image Omni / edit conditioning) yet: "

@@ -83,7 +83,7 @@ def test_vsf_treats_reference_tokens_as_image_queries(name):
     the N columns are exactly N's tokens before the image, so no reference token is ever text."""
     entry = zoo.build(name)
     text, image = token_counts(entry)
-    n = vsf_node.encode_negative(entry.clip, NEGATIVE).shape[1]
+    n = vsf_node.encode_negative(entry.clip, NEGATIVE).context.shape[1]
     base, calls = capture_below(entry.model)
     run_once(entry, NegGuideVSF.execute(base, entry.clip, NEGATIVE, 3.0, 0.25, 0.0, 1.0).args[0])
     masked = [c for c in calls if c[2] is not None]

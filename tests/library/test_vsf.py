@@ -12,12 +12,19 @@ import nodes
 
 from negguide.attention_patches.families import ADAPTERS
 from negguide.harness import zoo
+from negguide.harness.attention_calls import record_below
 from negguide.nodes import vsf as vsf_node
 from negguide.nodes.vsf import NegGuideVSF
 
 SUPPORTED = [name for name in zoo.ARCHITECTURES if zoo.FAMILIES[name] in vsf_node.SUPPORTED_FAMILIES]
 NEGATIVE = "a red square"
 OTHER_NEGATIVE = "a blue square"  # as many tokens as NEGATIVE with every tokenizer in the zoo
+
+
+def negative_tokens(entry, text, **options):
+    """What NegGuideVSF encodes for ``entry``'s model: the context part and the family's other
+    text inputs (HiDream's Llama layers)."""
+    return vsf_node.encode_negative(entry.clip, text, extra_inputs=ADAPTERS[entry.family].extra_text_inputs, **options)
 
 
 def pads_caption(name):
@@ -56,26 +63,6 @@ def denoise_once(entry, model, x, sigma=1.0):
     return captured["denoised"]
 
 
-def Recorder():
-    """A previously installed attention override that records what reaches it, then attends.
-    A plain function: ModelPatcher.clone() deep-copies model_options, and functions survive
-    that as themselves, as any real override set by another node does."""
-    calls = []
-
-    def override(func, q, k, v, heads, mask=None, **kwargs):
-        calls.append((q.shape, k.shape, None if mask is None else mask.detach().clone(), kwargs.get("skip_reshape", False)))
-        return func(q, k, v, heads, mask=mask, **kwargs)
-
-    override.calls = calls
-    return override
-
-
-def with_previous_override(model, recorder):
-    model = model.clone()
-    model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = recorder
-    return model
-
-
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_full_ksampler_run_changes_output_and_scale_zero_is_identity(name):
     entry = zoo.build(name)
@@ -110,7 +97,7 @@ def test_infinite_bias_equals_the_plain_model_exactly(name):
     if pads_caption(name):
         other = patch(entry.model, entry.clip, negative=OTHER_NEGATIVE)
         other.model_options["transformer_options"]["optimized_attention_override"].__self__.beta = float("inf")
-        assert vsf_node.encode_negative(entry.clip, OTHER_NEGATIVE).shape == hooks.negative.shape
+        assert negative_tokens(entry, OTHER_NEGATIVE).context.shape == hooks.negative.context.shape
         torch.testing.assert_close(denoise_once(entry, patched, x), denoise_once(entry, other, x), rtol=0, atol=0)
         assert not torch.allclose(denoise_once(entry, patched, x), denoise_once(entry, patch(entry.model, entry.clip), x))
         return
@@ -124,13 +111,13 @@ def test_padding_of_the_negative_never_reaches_attention(name):
     outputs = []
     for min_length in (77, 256):
         clip = entry.clip.clone()
-        for key in ("t5xxl", "umt5xxl"):  # what ComfyUI's T5TokenizerOptions node sets
+        for key in ("t5xxl", "umt5xxl", "llama"):  # what ComfyUI's T5TokenizerOptions node sets (and HiDream's Llama)
             clip.set_tokenizer_option(f"{key}_min_length", min_length)
             clip.set_tokenizer_option(f"{key}_min_padding", min_length)
         outputs.append(denoise_once(entry, patch(entry.model, clip), x))
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
-    tokens = vsf_node.encode_negative(entry.clip, NEGATIVE)
-    assert tokens.shape[1] < 20  # a few real tokens, no 77/256 padding
+    tokens = negative_tokens(entry, NEGATIVE)
+    assert all(0 < t.shape[-2] < 20 for t in (tokens.context, *tokens.extra.values()))  # a few real tokens, no 77/256 padding
 
 
 @pytest.mark.parametrize("name", SUPPORTED)
@@ -172,28 +159,29 @@ def test_uncond_branch_is_untouched_at_cfg_above_one(name):
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_captured_attention_calls_show_layout_and_masks(name):
     entry = zoo.build(name)
-    recorder = Recorder()
-    patched = patch(with_previous_override(entry.model, recorder), entry.clip, bias=0.25)
-    n = vsf_node.encode_negative(entry.clip, NEGATIVE).shape[1]
+    base, calls = record_below(entry.model)
+    patched = patch(base, entry.clip, bias=0.25)
+    n = negative_tokens(entry, NEGATIVE).context.shape[1]
     x = torch.randn_like(entry.empty_latent(64, 64, 1)["samples"], dtype=torch.float32)
     denoise_once(entry, patched, x)
-    masked = [c for c in recorder.calls if c[2] is not None]
-    assert masked, f"VSF never reached an attention call: {[c[:2] for c in recorder.calls]}"
+    masked = [c for c in calls if c.mask is not None]
+    assert masked, f"VSF never reached an attention call: {[(c.q.shape, c.k.shape) for c in calls]}"
     if ADAPTERS[entry.family].attention == "cross":
-        for q_shape, k_shape, mask, _ in masked:
-            text = k_shape[1]
+        for call in masked:
+            text, mask = call.k.shape[1], call.mask
             assert mask.shape[-1] == text
             assert torch.all(mask[..., : text - n] == 0)
             assert torch.allclose(mask[..., text - n:], torch.tensor(-0.25))
-        self_attention = [c for c in recorder.calls if c[2] is None]
-        assert self_attention and all(q[1] == k[1] for q, k, _, _ in self_attention)
+        self_attention = [c for c in calls if c.mask is None]
+        assert self_attention and all(c.q.shape[1] == c.k.shape[1] for c in self_attention)
         return
-    if pads_caption(name):
-        return  # its own layout: test_z_image.py checks every call and mask
+    if pads_caption(name) or ADAPTERS[entry.family].extra_text_inputs:
+        return  # their own layouts: test_z_image.py and test_hidream.py check every call and mask
     # Joint models: three calls per joint attention, image / positive / negative queries.
     assert len(masked) % 3 == 0
-    for (qi, ki, mi, skip), (qp, kp, mp, _), (qn, kn, mn, _) in zip(masked[0::3], masked[1::3], masked[2::3]):
-        seq = 2 if skip else 1
+    for image, prompt, negative in zip(masked[0::3], masked[1::3], masked[2::3]):
+        (qi, ki, mi), (qp, kp, mp), (qn, kn, mn) = ((c.q.shape, c.k.shape, c.mask) for c in (image, prompt, negative))
+        seq = 2 if image.skip_reshape else 1
         total = ki[seq]
         p = qp[seq]
         assert qn[seq] == n and qi[seq] == total - p - n
@@ -218,23 +206,24 @@ def test_chains_an_existing_attn2_replace(name):
     blocks = [("input", i) for i in range(12)] + [("middle", 0)] + [("output", i) for i in range(12)]
     for block in blocks:
         base.set_model_attn2_replace(replace, *block)
-    recorder = Recorder()
-    patched = patch(with_previous_override(base, recorder), entry.clip)
+    below, recorded = record_below(base)
+    patched = patch(below, entry.clip)
     x = torch.randn_like(entry.empty_latent(64, 64, 1)["samples"], dtype=torch.float32)
     out = denoise_once(entry, patched, x)
     assert calls, "the existing attn2 replace was not called"
-    assert any(c[2] is not None for c in recorder.calls)
+    assert any(c.mask is not None for c in recorded)
     assert not torch.allclose(out, denoise_once(entry, base, x))
 
 
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_chains_an_existing_attention_override(name):
     entry = zoo.build(name)
-    recorder = Recorder()
-    patched = patch(with_previous_override(entry.model, recorder), entry.clip)
-    assert patched.model_options["transformer_options"]["optimized_attention_override"] is not recorder
+    base, calls = record_below(entry.model)
+    patched = patch(base, entry.clip)
+    slot = "optimized_attention_override"
+    assert patched.model_options["transformer_options"][slot] is not base.model_options["transformer_options"][slot]
     sample(entry, patched, steps=1)
-    assert recorder.calls
+    assert calls
 
 
 def test_empty_negative_is_a_noop_with_a_warning(caplog):
@@ -256,13 +245,16 @@ def test_long_negatives_keep_every_windows_real_tokens(name, words):
     text-independent start token is dropped), no padding; T5/LLM encoders take the whole negative
     up to their own limit."""
     entry = zoo.build(name)
-    window = vsf_node.encode_negative(entry.clip, "red " * 75)
-    long = vsf_node.encode_negative(entry.clip, "red " * words)
+    window = negative_tokens(entry, "red " * 75).context
+    long = negative_tokens(entry, "red " * words)
     if name in CLIP_CONTEXT:
         assert window.shape[1] == 76  # 75 + end of one full window: nothing cut but the start token
-        torch.testing.assert_close(long, torch.cat([window] * (words // 75), dim=1), rtol=0, atol=0)
+        torch.testing.assert_close(long.context, torch.cat([window] * (words // 75), dim=1), rtol=0, atol=0)
+    elif long.extra:  # HiDream: its T5 takes the first 128 tokens (as for the prompt), Llama every word
+        assert long.context.shape[1] == 128
+        assert all(words <= t.shape[-2] < words + 16 for t in long.extra.values())
     else:
-        assert words <= long.shape[1] < words + 16  # a token per word plus end/template tokens
+        assert words <= long.context.shape[1] < words + 16  # a token per word plus end/template tokens
     out = sample(entry, patch(entry.model, entry.clip, negative="red " * words))
     assert torch.isfinite(out).all() and not torch.equal(out, sample(entry, entry.model))
 
@@ -300,17 +292,6 @@ def _apply_attention_method(node, model):
     if node == "NegGuideVSF":
         return patch(model, zoo.build("sd3").clip)
     return NegGuideNegToMe.execute(model, 0.9, 0.65, 0.0, 0.3, MODE_DIVERSITY)
-
-
-def _tiny_hidream():
-    import comfy.supported_models
-
-    return _unbuilt(comfy.supported_models.HiDream({
-        "image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16, "num_layers": 1,
-        "num_single_layers": 1, "attention_head_dim": 16, "num_attention_heads": 2, "caption_channels": [32, 32],
-        "text_emb_dim": 32, "num_routed_experts": 2, "num_activated_experts": 1, "axes_dims_rope": (8, 4, 4),
-        "max_resolution": (16, 16), "llama_layers": [0, 1, 2],
-    }))
 
 
 def _tiny_hunyuan_video():
@@ -358,14 +339,11 @@ def test_a_family_no_hook_reaches_is_refused_with_the_reason(node):
 
 
 @pytest.mark.parametrize("node", ["NegGuideVSF", "NegGuideNegToMe"])
-@pytest.mark.parametrize("family, build", [("HiDream", _tiny_hidream), (r"Hunyuan Video \(1.0 / 1.5\)", _tiny_hunyuan_video)])
-def test_a_family_without_an_adapter_is_refused_with_the_reason(node, family, build):
-    """HiDream (per-block text, image first) and Hunyuan Video (masked text refiner), tiny models
-    from the host's own classes: the attention methods say why they do not support them yet and
-    what to use instead."""
-    model = build()
-    with pytest.raises(ValueError, match=rf"{node} does not support {family} models: .*adapter.*NegGuideDNG"):
-        _apply_attention_method(node, model)
+def test_a_family_without_an_adapter_is_refused_with_the_reason(node):
+    """Hunyuan Video (masked text refiner), a tiny model from the host's own classes: the
+    attention methods say why they do not support it yet and what to use instead."""
+    with pytest.raises(ValueError, match=rf"{node} does not support Hunyuan Video \(1.0 / 1.5\) models: .*adapter.*NegGuideDNG"):
+        _apply_attention_method(node, _tiny_hunyuan_video())
 
 
 def test_window_outside_the_schedule_is_identity():
@@ -431,8 +409,9 @@ def test_window_that_ends_before_it_starts_is_a_clear_error():
 
 CLIP_CONTEXT = {"sd15", "sdxl", "sd3"}
 """Zoo models whose context holds CLIP windows (causal, a start token per window)."""
-BIDIRECTIONAL_ONLY = {"flux", "chroma", "wan21"}
-"""Zoo models whose context is T5 / UMT5 only (no token is the same for every text)."""
+BIDIRECTIONAL_ONLY = {"flux", "chroma", "wan21", "hidream"}
+"""Zoo models whose context is T5 / UMT5 only (no token is the same for every text; HiDream's
+Llama part is checked in test_hidream.py)."""
 
 
 @pytest.mark.parametrize("name", SUPPORTED)
@@ -443,9 +422,9 @@ def test_the_negative_drops_exactly_its_text_independent_tokens(name):
     (also for a negative longer than one window), none of T5's, and for LLM encoders only a
     prefix that two other negatives share row for row."""
     entry = zoo.build(name)
-    kept = vsf_node.encode_negative(entry.clip, NEGATIVE, drop_text_independent=False)
-    dropped = vsf_node.encode_negative(entry.clip, NEGATIVE)
-    other = vsf_node.encode_negative(entry.clip, OTHER_NEGATIVE, drop_text_independent=False)
+    kept = negative_tokens(entry, NEGATIVE, drop_text_independent=False).context
+    dropped = negative_tokens(entry, NEGATIVE).context
+    other = negative_tokens(entry, OTHER_NEGATIVE, drop_text_independent=False).context
     removed = kept.shape[1] - dropped.shape[1]
     if name in CLIP_CONTEXT:
         assert removed == 1
@@ -453,8 +432,8 @@ def test_the_negative_drops_exactly_its_text_independent_tokens(name):
         torch.testing.assert_close(kept[:, 0], other[:, 0], rtol=0, atol=0)
         assert not torch.allclose(kept[:, 2], other[:, 2])  # "red" vs "blue" ("a" before them is shared)
         two_windows = "red " * 100
-        assert (vsf_node.encode_negative(entry.clip, two_windows, drop_text_independent=False).shape[1]
-                - vsf_node.encode_negative(entry.clip, two_windows).shape[1]) == 2
+        assert (negative_tokens(entry, two_windows, drop_text_independent=False).context.shape[1]
+                - negative_tokens(entry, two_windows).context.shape[1]) == 2
     elif name in BIDIRECTIONAL_ONLY:
         assert removed == 0
         torch.testing.assert_close(dropped, kept, rtol=0, atol=0)
@@ -468,5 +447,5 @@ def test_the_vsf_node_drops_the_start_token():
     """What the node attaches is the negative without its text-independent start token."""
     entry = zoo.build("sd15")
     hooks = patch(entry.model, entry.clip).model_options["transformer_options"]["optimized_attention_override"].__self__
-    torch.testing.assert_close(hooks.negative, vsf_node.encode_negative(entry.clip, NEGATIVE).cpu(), rtol=0, atol=0)
-    assert hooks.negative.shape[1] == vsf_node.encode_negative(entry.clip, NEGATIVE, drop_text_independent=False).shape[1] - 1
+    torch.testing.assert_close(hooks.negative.context, negative_tokens(entry, NEGATIVE).cpu().context, rtol=0, atol=0)
+    assert hooks.negative.context.shape[1] == negative_tokens(entry, NEGATIVE, drop_text_independent=False).context.shape[1] - 1

@@ -45,7 +45,7 @@ def test_call_layout_follows_the_models_padding_rule():
 def test_the_negative_enters_with_its_real_tokens_only():
     z = zoo.build("z_image")
     tokens = z.clip.tokenize(NEGATIVE)["qwen3_4b"][0]
-    negative = vsf_node.encode_negative(z.clip, NEGATIVE)
+    negative = vsf_node.encode_negative(z.clip, NEGATIVE).context
     assert 151643 not in [t[0] for t in tokens]  # no pad token
     # = the prompt's own tokens after the chat template's prefix, which every text encodes alike
     template = len(tokens) - negative.shape[1]
@@ -84,7 +84,7 @@ def test_vsf_calls_and_masks_follow_the_layout(width, height):
     """Text-only calls: 2 groups (P + padding, N); image-only calls untouched; joint calls:
     image (N at -beta, flipped), P + paddings (no N), N (no P, no caption padding)."""
     z = zoo.build("z_image")
-    p, n = z.encode(POSITIVE)[0][0].shape[1], vsf_node.encode_negative(z.clip, NEGATIVE).shape[1]
+    p, n = z.encode(POSITIVE)[0][0].shape[1], vsf_node.encode_negative(z.clip, NEGATIVE).context.shape[1]
     cap, img = padded(p + n, 32), (width // 16) * (height // 16)
     img_pad = padded(img, 32)
     calls = vsf_calls(z, width=width, height=height)
@@ -115,9 +115,9 @@ def test_text_only_refiner_keeps_positive_and_negative_apart():
     """After the text-only refiner (the keys of the first joint call): the positive side (P and the
     caption padding) does not depend on N, N does not depend on P, the image part on neither."""
     z = zoo.build("z_image")
-    p, n = z.encode(POSITIVE)[0][0].shape[1], vsf_node.encode_negative(z.clip, NEGATIVE).shape[1]
+    p, n = z.encode(POSITIVE)[0][0].shape[1], vsf_node.encode_negative(z.clip, NEGATIVE).context.shape[1]
     assert z.encode(OTHER_POSITIVE)[0][0].shape[1] == p
-    assert vsf_node.encode_negative(z.clip, OTHER_NEGATIVE).shape[1] == n
+    assert vsf_node.encode_negative(z.clip, OTHER_NEGATIVE).context.shape[1] == n
     cap = padded(p + n, 32)
 
     def first_joint_keys(**kw):

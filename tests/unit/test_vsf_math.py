@@ -48,7 +48,7 @@ def test_cross_attention_single_softmax_equals_weighted_form(alpha, beta):
     q, k, v = random_qkv()
     p = 4  # k/v rows 0..3 are P, 4..6 are N
     rows = torch.ones(q.shape[0], dtype=torch.bool)
-    out = vsf_cross_attention(sdpa, q, k, v, negative=(p, 7), alpha=alpha, beta=beta, rows_active=rows, seq_dim=2)
+    out = vsf_cross_attention(sdpa, q, k, v, negative=((p, 7),), alpha=alpha, beta=beta, rows_active=rows, seq_dim=2)
     expected = weighted_form(q, k[:, :, :p], v[:, :, :p], k[:, :, p:], v[:, :, p:], alpha, beta)
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
 
@@ -56,7 +56,7 @@ def test_cross_attention_single_softmax_equals_weighted_form(alpha, beta):
 def test_cross_attention_inactive_rows_are_plain_attention_over_positive():
     q, k, v = random_qkv(batch=3)
     rows = torch.tensor([True, False, True])
-    out = vsf_cross_attention(sdpa, q, k, v, negative=(4, 7), alpha=3.0, beta=0.1, rows_active=rows, seq_dim=2)
+    out = vsf_cross_attention(sdpa, q, k, v, negative=((4, 7),), alpha=3.0, beta=0.1, rows_active=rows, seq_dim=2)
     plain = sdpa(q[1:2], k[1:2, :, :4], v[1:2, :, :4], None)
     torch.testing.assert_close(out[1:2], plain, rtol=1e-12, atol=1e-12)
     assert not torch.allclose(out[0:1], sdpa(q[0:1], k[0:1, :, :4], v[0:1, :, :4], None))
@@ -70,7 +70,7 @@ def test_cross_attention_on_flat_layout_with_seq_dim_1():
         return sdpa(q_[:, None], k_[:, None], v_[:, None], mask)[:, 0]
 
     rows = torch.ones(1, dtype=torch.bool)
-    out = vsf_cross_attention(flat_attention, *flat, negative=(4, 7), alpha=2.0, beta=0.3, rows_active=rows, seq_dim=1)
+    out = vsf_cross_attention(flat_attention, *flat, negative=((4, 7),), alpha=2.0, beta=0.3, rows_active=rows, seq_dim=1)
     expected = weighted_form(q, k[:, :, :4], v[:, :, :4], k[:, :, 4:], v[:, :, 4:], 2.0, 0.3)[:, 0]
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
 
@@ -109,7 +109,7 @@ def test_joint_attention_matches_dense_mask_reference(beta, output_layout):
     else:
         attention, out_dim, expected_fn = (lambda *a: heads_last(sdpa(*a))), 1, heads_last
     out = vsf_grouped_attention(
-        attention, q, k, v, groups=layout.query_groups(), negative=layout.negative, alpha=3.0, beta=beta, rows_active=rows, seq_dim=2, output_seq_dim=out_dim
+        attention, q, k, v, groups=layout.query_groups(), negative=layout.negative_columns, alpha=3.0, beta=beta, rows_active=rows, seq_dim=2, output_seq_dim=out_dim
     )
     torch.testing.assert_close(out, expected_fn(joint_reference(q, k, v, layout, 3.0, beta)), rtol=1e-10, atol=1e-12)
 
@@ -120,7 +120,7 @@ def test_joint_attention_fully_masked_flip_equals_plain_model_without_negative()
     q, k, v = random_qkv(q_len=11, k_len=11, seed=2)
     rows = torch.ones(2, dtype=torch.bool)
     out = vsf_grouped_attention(
-        sdpa, q, k, v, groups=layout.query_groups(), negative=layout.negative, alpha=3.0, beta=float("inf"), rows_active=rows, seq_dim=2, output_seq_dim=2
+        sdpa, q, k, v, groups=layout.query_groups(), negative=layout.negative_columns, alpha=3.0, beta=float("inf"), rows_active=rows, seq_dim=2, output_seq_dim=2
     )
     keep = torch.tensor([0, 1, 2, 5, 6, 7, 8, 9, 10])  # P and I
     plain = sdpa(q[:, :, keep], k[:, :, keep], v[:, :, keep], None)
@@ -132,7 +132,7 @@ def test_joint_attention_inactive_rows_ignore_negative():
     q, k, v = random_qkv(q_len=11, k_len=11, seed=3)
     rows = torch.tensor([False, True])
     out = vsf_grouped_attention(
-        sdpa, q, k, v, groups=layout.query_groups(), negative=layout.negative, alpha=3.0, beta=0.1, rows_active=rows, seq_dim=2, output_seq_dim=2
+        sdpa, q, k, v, groups=layout.query_groups(), negative=layout.negative_columns, alpha=3.0, beta=0.1, rows_active=rows, seq_dim=2, output_seq_dim=2
     )
     keep = torch.tensor([0, 1, 2, 5, 6, 7, 8, 9, 10])
     plain = sdpa(q[:1, :, keep], k[:1, :, keep], v[:1, :, keep], None)
@@ -144,7 +144,7 @@ def test_joint_attention_inactive_rows_ignore_negative():
 def test_inputs_are_not_modified():
     q, k, v = random_qkv()
     copies = [x.clone() for x in (q, k, v)]
-    vsf_cross_attention(sdpa, q, k, v, negative=(4, 7), alpha=3.0, beta=0.1, rows_active=torch.ones(2, dtype=torch.bool), seq_dim=2)
+    vsf_cross_attention(sdpa, q, k, v, negative=((4, 7),), alpha=3.0, beta=0.1, rows_active=torch.ones(2, dtype=torch.bool), seq_dim=2)
     for original, copy in zip((q, k, v), copies):
         assert torch.equal(original, copy)
 
@@ -159,5 +159,5 @@ def test_negative_attention_mass_is_one_minus_w(seq_dim):
     expected = (a_neg / (a_pos + a_neg)).mean(1)  # 1 - W, averaged over heads
     if seq_dim == 1:
         q, k = (t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1) for t in (q, k))
-    mass = negative_attention_mass(q, k, negative=(4, 7), beta=beta, heads=3, seq_dim=seq_dim, query_chunk=4)
+    mass = negative_attention_mass(q, k, negative=((4, 7),), beta=beta, heads=3, seq_dim=seq_dim, query_chunk=4)
     torch.testing.assert_close(mass, expected, rtol=1e-10, atol=1e-12)
