@@ -14,6 +14,7 @@ from negguide.attention_patches.calls import chunk_groups
 from negguide.attention_patches.families.base import SELF_ATTENTION_OUTPUT_PATCH
 from negguide.attention_patches.negtome_hooks import HOOK_KEY, ModelCall
 from negguide.harness import zoo
+from negguide.harness.attention_calls import record_above, record_below
 from negguide.nodes import negtome as negtome_node
 from negguide.nodes.negtome import NegGuideNegToMe, apply_negtome
 from negguide.nodes.model_family import family_adapter_of
@@ -261,32 +262,16 @@ def test_flux2_merge_covers_every_image_token_and_no_text_token():
     dm = entry.model.model.diffusion_model
     alpha, text_len, image_len, batch = 0.9, 512, (96 // 16) * (64 // 16), 3
 
-    raw, merged = [], []
-
-    def below(func, q, k, v, heads, mask=None, **kwargs):
-        out = func(q, k, v, heads, mask=mask, **kwargs)
-        raw.append(out.detach().clone())  # NegToMe then merges ``out`` in place
-        return out
-
-    base = entry.model.clone()
-    base.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = below
+    base, raw = record_below(entry.model)
     adapter = family_adapter_of(base, "test", negtome_node.SUPPORTED_FAMILIES)
     assert adapter.family == "flux2" and adapter.patch_size(dm) == 1
     model = apply_negtome(base, adapter, alpha, -1.0, SigmaWindow.from_percents(base, 0.0, 1.0, "test"))
-    options = model.model_options["transformer_options"]
-    negtome_override = options["optimized_attention_override"]
-
-    def above(func, q, k, v, heads, mask=None, **kwargs):
-        out = negtome_override(func, q, k, v, heads, mask=mask, **kwargs)
-        merged.append(out.detach().clone())
-        return out
-
-    options["optimized_attention_override"] = above
+    merged = record_above(model)
     latent = entry.empty_latent(96, 64, batch)
     nodes.common_ksampler(model, 7, 1, 1.0, "euler", "normal", entry.encode(PROMPT), entry.encode(""), latent)
 
     assert len(raw) == len(merged) == len(dm.double_blocks) + len(dm.single_blocks)
-    for before, after in zip(raw, merged):
+    for before, after in ((b.out, a.out) for b, a in zip(raw, merged)):
         assert tuple(before.shape[:2]) == (batch, text_len + image_len)  # [B, L, H*D]
         assert torch.equal(after[:, :text_len], before[:, :text_len]), "a text token was merged"
         assert torch.equal(after[0], before[0]), "the reference image changed"

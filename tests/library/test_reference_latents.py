@@ -17,6 +17,7 @@ import nodes
 
 from negguide.attention_patches.families.text_first import TextFirstCall
 from negguide.harness import zoo
+from negguide.harness.attention_calls import record_above, record_below
 from negguide.nodes import negtome as negtome_node
 from negguide.nodes import vsf as vsf_node
 from negguide.nodes.model_family import family_adapter_of
@@ -52,21 +53,6 @@ def run_once(entry, model, batch=1):
                                  entry.encode(""), latent)[0]["samples"]
 
 
-def capture_below(model):
-    """A clone of ``model`` with a recording attention override in the slot (what a method
-    installed later chains): records (q, k, mask, skip_reshape, output) of every call."""
-    calls = []
-
-    def below(func, q, k, v, heads, mask=None, **kwargs):
-        out = func(q, k, v, heads, mask=mask, **kwargs)
-        calls.append((q.shape, k.shape, mask, kwargs.get("skip_reshape", False), out.detach().clone()))
-        return out
-
-    model = model.clone()
-    model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = below
-    return model, calls
-
-
 def test_the_text_first_layout_puts_references_on_the_image_side():
     layout = TextFirstCall(text_len=10, negative_len=3, image_len=6, grid=(1, 2, 3), patch_size=2)
     q_len = 10 + 6 + 6  # + a reference of the image's size
@@ -84,14 +70,15 @@ def test_vsf_treats_reference_tokens_as_image_queries(name):
     entry = zoo.build(name)
     text, image = token_counts(entry)
     n = vsf_node.encode_negative(entry.clip, NEGATIVE).context.shape[1]
-    base, calls = capture_below(entry.model)
+    base, calls = record_below(entry.model)
     run_once(entry, NegGuideVSF.execute(base, entry.clip, NEGATIVE, 3.0, 0.25, 0.0, 1.0).args[0])
-    masked = [c for c in calls if c[2] is not None]
+    masked = [c for c in calls if c.mask is not None]
     assert masked and len(masked) % 3 == 0
-    for (qi, ki, mi, skip, _), (qp, _, _, _, _), (qn, _, _, _, _) in zip(masked[0::3], masked[1::3], masked[2::3]):
-        seq = 2 if skip else 1
-        assert ki[seq] == text + n + 2 * image
-        assert (qi[seq], qp[seq], qn[seq]) == (2 * image, text, n)
+    for image_group, prompt, negative in zip(masked[0::3], masked[1::3], masked[2::3]):
+        seq = 2 if image_group.skip_reshape else 1
+        assert image_group.k.shape[seq] == text + n + 2 * image
+        assert (image_group.q.shape[seq], prompt.q.shape[seq], negative.q.shape[seq]) == (2 * image, text, n)
+        mi = image_group.mask
         assert torch.all(mi[..., :text] == 0) and torch.allclose(mi[..., text:text + n], torch.tensor(-0.25))
         assert torch.all(mi[..., text + n:] == 0)
 
@@ -113,21 +100,13 @@ def test_negtome_merges_the_generated_image_tokens_and_never_the_reference(name)
     image) are left as the model computed them."""
     entry = zoo.build(name)
     text, image = token_counts(entry)
-    base, raw = capture_below(entry.model)
+    base, raw = record_below(entry.model)
     adapter = family_adapter_of(base, "test", negtome_node.SUPPORTED_FAMILIES)
     model = apply_negtome(base, adapter, 0.9, -1.0, SigmaWindow.from_percents(base, 0.0, 1.0, "test"))
-    options = model.model_options["transformer_options"]
-    negtome_override, merged = options["optimized_attention_override"], []
-
-    def above(func, q, k, v, heads, mask=None, **kwargs):
-        out = negtome_override(func, q, k, v, heads, mask=mask, **kwargs)
-        merged.append(out.detach().clone())
-        return out
-
-    options["optimized_attention_override"] = above
+    merged = record_above(model)
     run_once(entry, model, batch=3)
     assert raw and len(raw) == len(merged)
-    for (_, _, _, _, before), after in zip(raw, merged):
+    for before, after in ((b.out, a.out) for b, a in zip(raw, merged)):
         assert tuple(before.shape[:2]) == (3, text + 2 * image)  # [B, L, H*D]
         assert torch.equal(after[:, :text], before[:, :text]), "a text token was merged"
         assert torch.equal(after[:, text + image:], before[:, text + image:]), "a reference-image token was merged"

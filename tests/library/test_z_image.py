@@ -14,6 +14,7 @@ import nodes
 from negguide.attention_patches.families.z_image import IMAGE_ONLY, JOINT, TEXT_ONLY, ZImageCall, padded
 from negguide.attention_patches.vsf import QueryGroup
 from negguide.harness import zoo
+from negguide.harness.attention_calls import record_above, record_below
 from negguide.nodes import vsf as vsf_node
 from negguide.nodes.negtome import NegGuideNegToMe
 from negguide.nodes.vsf import NegGuideVSF
@@ -55,28 +56,13 @@ def test_the_negative_enters_with_its_real_tokens_only():
     torch.testing.assert_close(own[:, :template], z.encode(OTHER_NEGATIVE)[0][0][:, :template], rtol=1e-4, atol=1e-5)
 
 
-def Recorder():
-    """An override installed before VSF: every call VSF makes reaches it. A plain function, so
-    that ModelPatcher.clone()'s deep copy of model_options (0.3.75) keeps it as itself."""
-    calls = []
-
-    def override(func, q, k, v, heads, mask=None, **kwargs):
-        calls.append((q.detach().clone(), k.detach().clone(), v.detach().clone(),
-                      None if mask is None else mask.detach().clone()))
-        return func(q, k, v, heads, mask=mask, **kwargs)
-
-    override.calls = calls
-    return override
-
-
 def vsf_calls(z, positive=POSITIVE, negative=NEGATIVE, bias=0.25, width=96, height=64, seed=1):
-    model = z.model.clone()
-    recorder = Recorder()
-    model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = recorder
+    """Every attention call VSF makes in one step (recorded below it)."""
+    model, calls = record_below(z.model)
     patched = NegGuideVSF.execute(model, z.clip, negative, 3.0, bias, 0.0, 1.0).args[0]
     nodes.common_ksampler(patched, seed, 1, 1.0, "euler", "simple", z.encode(positive), z.encode(""),
                           z.empty_latent(width, height, 1))
-    return recorder.calls
+    return calls
 
 
 @pytest.mark.parametrize("width,height", [(96, 64), (128, 128)])
@@ -88,25 +74,25 @@ def test_vsf_calls_and_masks_follow_the_layout(width, height):
     cap, img = padded(p + n, 32), (width // 16) * (height // 16)
     img_pad = padded(img, 32)
     calls = vsf_calls(z, width=width, height=height)
-    shapes = [(c[0].shape[2], c[1].shape[2], c[3] is not None) for c in calls]
+    shapes = [(c.q.shape[2], c.k.shape[2], c.mask is not None) for c in calls]
     text = [(p + cap - (p + n), cap, True), (n, cap, True)]
     joint = [(img, cap + img_pad, True), (p + cap - (p + n) + img_pad - img, cap + img_pad, True),
              (n, cap + img_pad, True)]
     assert shapes == text * 2 + [(img_pad, img_pad, False)] * 2 + joint * 2
     # text-only: P and padding never see N; N sees N only
-    mp, mn = calls[0][3], calls[1][3]
+    mp, mn = calls[0].mask, calls[1].mask
     assert mp.shape == mn.shape == (1, 1, 1, cap)
     assert torch.all(mp[..., :p] == 0) and torch.all(mp[..., p:p + n] == INF) and torch.all(mp[..., p + n:] == 0)
     assert torch.all(mn[..., :p] == INF) and torch.all(mn[..., p:p + n] == 0) and torch.all(mn[..., p + n:] == INF)
     # joint: the flipped copy is exactly the n real negative columns, never the padding
-    mi, mp, mn = (calls[6 + i][3] for i in range(3))
+    mi, mp, mn = (calls[6 + i].mask for i in range(3))
     assert torch.all(mi[..., :p] == 0) and torch.allclose(mi[..., p:p + n], torch.tensor(-0.25))
     assert torch.all(mi[..., p + n:] == 0)
     assert torch.all(mp[..., p:p + n] == INF) and torch.all(mp[..., :p] == 0) and torch.all(mp[..., p + n:] == 0)
     assert torch.all(mn[..., :p] == INF) and torch.all(mn[..., p:p + n] == 0)
     assert torch.all(mn[..., p + n:cap] == INF) and torch.all(mn[..., cap:] == 0)
     # the image group reads -alpha V_N on the negative columns and V elsewhere
-    vi, vp = calls[6][2], calls[7][2]  # after 2 x 2 text-only and 2 image-only calls
+    vi, vp = calls[6].v, calls[7].v  # after 2 x 2 text-only and 2 image-only calls
     torch.testing.assert_close(vi[:, :, p:p + n], -3.0 * vp[:, :, p:p + n])
     assert torch.equal(vi[:, :, :p], vp[:, :, :p]) and torch.equal(vi[:, :, p + n:], vp[:, :, p + n:])
 
@@ -121,7 +107,7 @@ def test_text_only_refiner_keeps_positive_and_negative_apart():
     cap = padded(p + n, 32)
 
     def first_joint_keys(**kw):
-        return vsf_calls(z, **kw)[6][1]  # after 2 x 2 text-only and 2 image-only calls
+        return vsf_calls(z, **kw)[6].k  # after 2 x 2 text-only and 2 image-only calls
 
     base = first_joint_keys()
     other_n = first_joint_keys(negative=OTHER_NEGATIVE)
@@ -152,22 +138,14 @@ def test_negtome_merges_exactly_the_image_tokens_of_joint_calls():
 
     def outputs(model):
         model = model.clone()
-        options = model.model_options.setdefault("transformer_options", {})
-        previous, seen = options.get("optimized_attention_override"), []
-
-        def on_top(func, q, k, v, heads, mask=None, **kwargs):
-            out = previous(func, q, k, v, heads, mask=mask, **kwargs) if previous else func(q, k, v, heads, mask=mask, **kwargs)
-            seen.append(out.detach().clone())
-            return out
-
-        options["optimized_attention_override"] = on_top
+        seen = record_above(model)
         x = torch.randn(3, 16, 8, 12, generator=torch.Generator().manual_seed(0))
         guider = comfy.samplers.CFGGuider(model)
         guider.set_conds(z.encode(POSITIVE), z.encode(""))
         guider.set_cfg(1.0)
         guider.sample(x, x.clone(), comfy.samplers.sampler_object("euler"), torch.tensor([1.0, 0.0]), seed=1,
                       disable_pbar=True)
-        return seen
+        return [call.out for call in seen]
 
     plain = outputs(z.model)
     merged = outputs(NegGuideNegToMe.execute(z.model, 0.9, -1.0, 0.0, 1.0, "batch diversity").args[0])
