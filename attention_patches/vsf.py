@@ -40,8 +40,17 @@ Ranges = tuple[tuple[int, int], ...]
 """Half-open sequence ranges. N may take several: HiDream appends it to each of its text parts."""
 
 
+class OneNegativeRange:
+    """Base of the layouts whose negative N is one range (their ``negative`` field or property):
+    N's columns as Ranges (what the hooks pass to the VSF functions)."""
+
+    @property
+    def negative_columns(self) -> Ranges:
+        return (self.negative,)
+
+
 @dataclass(frozen=True)
-class JointLayout:
+class JointLayout(OneNegativeRange):
     """Where the token groups sit in a joint sequence (half-open index ranges)."""
 
     positive: tuple[int, int]
@@ -58,10 +67,6 @@ class JointLayout:
     @property
     def length(self) -> int:
         return max(self.positive[1], self.negative[1], self.image[1])
-
-    @property
-    def negative_columns(self) -> Ranges:
-        return (self.negative,)
 
     def query_groups(self) -> list["QueryGroup"]:
         """The paper's joint visibility as query groups for :func:`vsf_grouped_attention`: image

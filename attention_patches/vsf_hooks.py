@@ -44,12 +44,15 @@ class NegativeTokens:
         return NegativeTokens(self.context.cpu(), {name: tokens.cpu() for name, tokens in self.extra.items()})
 
 
-def _appended(name: str, value, tokens: torch.Tensor) -> torch.Tensor:
-    """``value`` [B, ..., L, D] with ``tokens`` [1, ..., m, D] appended to every row along axis -2."""
+def _appended(value, tokens: torch.Tensor, what: str, family: str) -> torch.Tensor:
+    """``value`` [B, ..., L, D] (the model call's ``what``) with the negative's ``tokens``
+    [1, ..., m, D] appended to every row along the token axis -2; a clear error where the
+    negative was encoded for another model (another width or layer count, or no such input)."""
     if value is None or value.shape[1:-2] != tokens.shape[1:-2] or value.shape[-1] != tokens.shape[-1]:
-        got = "nothing" if value is None else f"shape {tuple(value.shape)}"
-        raise ValueError(f"{METHOD}: the negative prompt was encoded with {name} of shape {tuple(tokens.shape)}, "
-                         f"but this model call's {name} is {got}. Connect the CLIP that was loaded for this model.")
+        got = "missing" if value is None else f"[{', '.join(map(str, value.shape))}]"
+        raise ValueError(
+            f"{METHOD}: the negative prompt was encoded to a {what} of shape [{', '.join(map(str, tokens.shape))}], "
+            f"but this {family} model's {what} is {got}. Connect the CLIP that was loaded for this model.")
     return torch.cat([value, tokens.to(value).expand(value.shape[0], *tokens.shape[1:])], dim=-2)
 
 
@@ -95,20 +98,14 @@ class VSFHooks:
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         if kwargs.get("attention_mask") is not None:
             raise ValueError(f"{METHOD} does not support text attention masks on this model yet.")
-        context = self.negative.context
-        if context.shape[-1] != c_crossattn.shape[-1]:
-            raise ValueError(
-                f"{METHOD}: the negative prompt was encoded to {context.shape[-1]}-dim tokens, "
-                f"but this {self.adapter.family} model's text context is {c_crossattn.shape[-1]}-dim. "
-                "Connect the CLIP that was loaded for this model."
-            )
-        batch, n = c_crossattn.shape[0], context.shape[1]
-        kwargs = {**kwargs, **{name: _appended(name, kwargs.get(name), tokens) for name, tokens in self.negative.extra.items()}}
-        layout = self.adapter.call_layout(executor.class_obj.diffusion_model, tuple(x.shape), c_crossattn.shape[1] + n,
-                                          n, kwargs, METHOD, {name: t.shape[-2] for name, t in self.negative.extra.items()})
-        call = _ModelCall(layout, cond_rows(batch, transformer_options.get("cond_or_uncond")))
+        family, extra = self.adapter.family, self.negative.extra
+        c_crossattn = _appended(c_crossattn, self.negative.context, "text context", family)
+        kwargs = {**kwargs, **{name: _appended(kwargs.get(name), tokens, name, family) for name, tokens in extra.items()}}
+        n = self.negative.context.shape[1]
+        layout = self.adapter.call_layout(executor.class_obj.diffusion_model, tuple(x.shape), c_crossattn.shape[1],
+                                          n, kwargs, METHOD, {name: tokens.shape[-2] for name, tokens in extra.items()})
+        call = _ModelCall(layout, cond_rows(c_crossattn.shape[0], transformer_options.get("cond_or_uncond")))
         transformer_options = {**transformer_options, HOOK_KEY: call}
-        c_crossattn = torch.cat([c_crossattn, context.to(c_crossattn).expand(batch, -1, -1)], dim=1)
         out = executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         call.reach.check(METHOD, transformer_options)
         if self.record and call.negative_mass:

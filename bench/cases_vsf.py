@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import importlib
 
+from ..attention_patches.vsf_hooks import NegativeTokens
 from ..nodes.model_family import family_adapter_of
 from ..nodes.schedule import SigmaWindow
-from ..attention_patches.vsf_hooks import NegativeTokens
 from ..nodes.vsf import SUPPORTED_FAMILIES, apply_vsf
 from .cases import CaseContext, case
 from .timing import Variant

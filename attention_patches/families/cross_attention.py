@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..vsf import QueryGroup
+from ..vsf import OneNegativeRange, QueryGroup
 from .base import CROSS, SELF
 
 
 @dataclass
-class CrossAttentionCall:
+class CrossAttentionCall(OneNegativeRange):
     text_len: int
     """Text context tokens: P, or P + N with VSF's negative appended."""
     negative_len: int
@@ -26,10 +26,6 @@ class CrossAttentionCall:
     @property
     def negative(self) -> tuple[int, int]:
         return self.text_len - self.negative_len, self.text_len
-
-    @property
-    def negative_columns(self) -> tuple[tuple[int, int], ...]:
-        return (self.negative,)
 
     @property
     def image(self) -> tuple[int, int]:

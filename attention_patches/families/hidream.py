@@ -1,7 +1,7 @@
 """HiDream-I1 (Full / Dev / Fast) (comfy/ldm/hidream/model.py, HiDreamImageTransformer2DModel).
 
-Facts (ComfyUI 0.33.0; 0.3.75 has the same forward), pinned down by
-tests/library/test_attention_layout.py:
+Facts (ComfyUI 0.33.0; 0.3.75 has the same forward), pinned down by tests/library/test_hidream.py
+(on 0.3.75: the zoo model needs a tokenizer file the 0.33.0 snapshot lacks):
 
 - Two text inputs: the T5 context (``context``, one [B, T, D] tensor) and the hidden states of
   every Llama-3.1 layer (``encoder_hidden_states_llama3``, [B, layers, L, D]). The model projects

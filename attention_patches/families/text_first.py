@@ -15,12 +15,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..vsf import JointLayout, QueryGroup
+from ..vsf import JointLayout, OneNegativeRange, QueryGroup
 from .base import IMAGE_ONLY, JOINT, FamilyAdapter, token_grid
 
 
 @dataclass(frozen=True)
-class TextFirstCall:
+class TextFirstCall(OneNegativeRange):
     text_len: int
     """Text tokens in the sequence: P, or P + N with VSF's negative appended."""
     negative_len: int
@@ -31,10 +31,6 @@ class TextFirstCall:
     @property
     def negative(self) -> tuple[int, int]:
         return self.text_len - self.negative_len, self.text_len
-
-    @property
-    def negative_columns(self) -> tuple[tuple[int, int], ...]:
-        return (self.negative,)
 
     @property
     def image(self) -> tuple[int, int]:

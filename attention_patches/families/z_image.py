@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..vsf import QueryGroup
+from ..vsf import OneNegativeRange, QueryGroup
 from .base import IMAGE_ONLY, JOINT, TEXT_ONLY, FamilyAdapter, token_grid
 
 
@@ -59,7 +59,7 @@ def _nonempty(*ranges: tuple[int, int]) -> tuple[tuple[int, int], ...]:
 
 
 @dataclass
-class ZImageCall:
+class ZImageCall(OneNegativeRange):
     """Where every token group sits in the attention calls of one NextDiT model call. Mutable:
     it counts the text-only refiner calls, which come first."""
 
@@ -83,10 +83,6 @@ class ZImageCall:
         image_end = caption + image_len
         return cls((0, p), (p, text_len), (text_len, caption), (caption, image_end),
                    (image_end, caption + padded(image_len, multiple)), text_only_calls, grid, patch_size)
-
-    @property
-    def negative_columns(self) -> tuple[tuple[int, int], ...]:
-        return (self.negative,)
 
     @property
     def caption(self) -> int:
