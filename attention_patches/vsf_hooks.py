@@ -8,7 +8,9 @@ where the tokens sit: the family adapter (attention_patches/families/).
   this model call, which the attention calls read from transformer_options;
 - ``attention_override`` (transformer_options["optimized_attention_override"], chaining what the
   slot held): VSF on the calls the layout says see the text;
-- ``mark_cross_attention`` (UNet attn2_patch): marks the next attention call as a cross-attention.
+- ``mark_cross_attention`` (UNet attn2_patch): marks the next attention call as a cross-attention;
+- ``position_negative`` (the family's text-positions patch, Flux's ``post_input``): N's RoPE
+  positions become those of the text's first tokens (FamilyAdapter.text_positions_patch).
 Rows of the unconditional CFG branch never see N, so with cfg > 1 VSF acts on the cond branch only.
 """
 
@@ -118,6 +120,23 @@ class VSFHooks:
         if call is not None:
             call.layout.mark_cross_attention()
         return n, context_attn2, value_attn2
+
+    def position_negative(self, args: dict) -> dict:
+        """Flux's ``post_input`` patch: in a model call VSF appended N to, N's text ids
+        (``txt_ids`` [B, L, axes], L = P + N) become a copy of the first n text tokens' ids,
+        the positions N would have as a prompt of its own (families/flux.py)."""
+        call = args["transformer_options"].get(HOOK_KEY)
+        txt_ids = args.get("txt_ids")
+        if call is None or txt_ids is None:
+            return args
+        (lo, hi), = call.layout.negative_columns
+        if txt_ids.shape[1] != call.layout.text_len:
+            raise ValueError(f"{METHOD}: the model's text ids cover {txt_ids.shape[1]} tokens, but VSF appended its "
+                             f"negative to a text of {call.layout.text_len}; a node that changes the text tokens runs "
+                             "between them. Apply VSF after it.")
+        positioned = txt_ids.clone()
+        positioned[:, lo:hi] = txt_ids[:, :hi - lo]  # from the model's ids: N may be longer than P
+        return {**args, "txt_ids": positioned}
 
     def attention_override(self, func, q, k, v, heads, mask=None, **kwargs):
         def attend(q_, k_, v_, mask_):

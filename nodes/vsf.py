@@ -150,8 +150,9 @@ def encode_negative(clip, text: str, drop_text_independent: bool = True,
 def apply_vsf(model, adapter: FamilyAdapter, negative_tokens: NegativeTokens, scale: float, bias: float,
               window: SigmaWindow, record_attention_map: bool = False):
     """A clone of ``model`` (a ModelPatcher) with VSF attached for the unpadded negative tokens
-    (:func:`encode_negative`): the APPLY_MODEL wrapper, the chained attention override and, on UNets, the attn2
-    marker; with ``record_attention_map`` also a per-run reset of the recorded maps.
+    (:func:`encode_negative`): the APPLY_MODEL wrapper, the chained attention override, on UNets the attn2
+    marker, on Flux models the text-positions patch; with ``record_attention_map`` also a per-run reset of
+    the recorded maps.
 
     NegToMe edits the finished attention output, so it must wrap VSF whatever the node order:
     on a model whose attention slot NegToMe fills, VSF goes in below it and NegToMe is stacked
@@ -171,6 +172,8 @@ def apply_vsf(model, adapter: FamilyAdapter, negative_tokens: NegativeTokens, sc
     transformer_options[OVERRIDE_SLOT] = hooks.attention_override
     if adapter.marks_cross_attention:
         patched.set_model_attn2_patch(hooks.mark_cross_attention)
+    if adapter.text_positions_patch:
+        patched.set_model_patch(hooks.position_negative, adapter.text_positions_patch)
     if negtome:
         restack_negtome_above(patched, negtome, hooks.attention_override)
     return patched

@@ -7,8 +7,12 @@ RoPE'd as [B, H, L, D] (skip_reshape). Kontext reference latents extend the imag
 (flux/model.py:272-276), which tests/library/test_attention_layout.py checks against this layout.
 
 Flux.2 uses the same blocks with patch size 1 over 128-channel latents (the VAE's 2x2 patches are
-folded into the channels), text positions along one RoPE axis (txt_ids_dims) and a text context
-padded to 512 tokens by its encoder: VSF's negative is appended after that padding.
+folded into the channels), text positions along one RoPE axis (txt_ids_dims [3]: text token j
+at position j, the image at 0) and a text context padded to 512 tokens by its encoder: VSF's
+negative is appended after that padding, so the model would number N's tokens 512, 513, ...,
+positions no text ever had in training. VSF's ``post_input`` patch (Flux's public hook for the
+text and image ids, flux/model.py:184-190) gives them 0..n-1 instead, the positions of N as a
+prompt of its own. Flux.1 puts every text token at 0 (txt_ids_dims []): nothing changes there.
 """
 
 from __future__ import annotations
@@ -16,12 +20,16 @@ from __future__ import annotations
 from .text_first import TextFirstAdapter
 
 
-class FluxAdapter(TextFirstAdapter):
+class _FluxBlocksAdapter(TextFirstAdapter):
+    text_positions_patch = "post_input"
+
+
+class FluxAdapter(_FluxBlocksAdapter):
     family = "flux"
     default_patch_size = 2
 
 
-class Flux2Adapter(TextFirstAdapter):
+class Flux2Adapter(_FluxBlocksAdapter):
     family = "flux2"
     default_patch_size = 1
 
