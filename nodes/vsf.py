@@ -151,7 +151,7 @@ def apply_vsf(model, adapter: FamilyAdapter, negative_tokens: NegativeTokens, sc
               window: SigmaWindow, record_attention_map: bool = False):
     """A clone of ``model`` (a ModelPatcher) with VSF attached for the unpadded negative tokens
     (:func:`encode_negative`): the APPLY_MODEL wrapper, the chained attention override, on UNets the attn2
-    marker, on Flux models the text-positions patch; with ``record_attention_map`` also a per-run reset of
+    marker, on Flux.2 the text-positions patch; with ``record_attention_map`` also a per-run reset of
     the recorded maps.
 
     NegToMe edits the finished attention output, so it must wrap VSF whatever the node order:
@@ -172,8 +172,9 @@ def apply_vsf(model, adapter: FamilyAdapter, negative_tokens: NegativeTokens, sc
     transformer_options[OVERRIDE_SLOT] = hooks.attention_override
     if adapter.marks_cross_attention:
         patched.set_model_attn2_patch(hooks.mark_cross_attention)
-    if adapter.text_positions_patch:
-        patched.set_model_patch(hooks.position_negative, adapter.text_positions_patch)
+    positions_patch = adapter.text_positions_patch(patched.get_model_object("diffusion_model"))
+    if positions_patch:
+        patched.set_model_patch(hooks.position_negative, positions_patch)
     if negtome:
         restack_negtome_above(patched, negtome, hooks.attention_override)
     return patched

@@ -16,8 +16,8 @@ The interface
     class shared by two layouts, e.g. Lumina 2 and Z-Image), ``patch_size(diffusion_model)``,
     ``call_layout(diffusion_model, latent_shape, text_len, negative_len, conds, method,
     extra_negative_lens)``, ``extra_text_inputs`` (text inputs beside the context that VSF appends
-    N to: HiDream's Llama hidden states), ``text_positions_patch`` (the patch point where VSF
-    gives N its own text positions: Flux's post_input).
+    N to: HiDream's Llama hidden states), ``text_positions_patch(diffusion_model)`` (the patch
+    point where VSF gives N its own text positions: Flux.2's post_input).
 ``CallLayout``  (what call_layout returns, one per model call)
     ``kind(q_len, k_len)``: JOINT, CROSS, SELF, TEXT_ONLY, IMAGE_ONLY or None (a call this
     layout does not know: left alone); may count calls (Z-Image's refiners come in order), so

@@ -59,16 +59,19 @@ class FamilyAdapter:
     before that padding, so the padding moves with N's length."""
     extra_text_inputs: tuple[ExtraTextInput, ...] = ()
     """Text inputs beside the context (HiDream's Llama hidden states): VSF appends N to each."""
-    text_positions_patch: str | None = None
-    """The model's public patch point (``transformer_options["patches"][name]``) that is handed
-    the text tokens' RoPE positions as ``txt_ids`` [B, L, axes] and may return new ones (Flux's
-    ``post_input``), or None. There VSF gives N the positions of the text's first tokens: those N
-    would have as a prompt of its own, instead of positions after the (padded) positive."""
 
     def supports(self, diffusion_model) -> bool:
         """Whether ``diffusion_model`` has this family's layout (the model class alone says so for
         most families)."""
         return True
+
+    def text_positions_patch(self, diffusion_model) -> str | None:
+        """Where ``diffusion_model`` numbers its text tokens along a RoPE axis (so N appended to
+        the text would take positions after the positive's): the name of its public patch point
+        (``transformer_options["patches"][name]``) that is handed those positions as ``txt_ids``
+        [B, L, axes] and may return new ones. There VSF gives N the positions of the text's first
+        tokens, those of a prompt of its own. None: the family has no such positions."""
+        return None
 
     def patch_size(self, diffusion_model) -> int:
         return spatial_patch_size(diffusion_model, self.default_patch_size)

@@ -12,7 +12,9 @@ at position j, the image at 0) and a text context padded to 512 tokens by its en
 negative is appended after that padding, so the model would number N's tokens 512, 513, ...,
 positions no text ever had in training. VSF's ``post_input`` patch (Flux's public hook for the
 text and image ids, flux/model.py:184-190) gives them 0..n-1 instead, the positions of N as a
-prompt of its own. Flux.1 puts every text token at 0 (txt_ids_dims []): nothing changes there.
+prompt of its own. Flux.1 puts every text token at 0 (txt_ids_dims []), and hosts without
+txt_ids_dims (0.3.75, whose post_input patches get no transformer_options) number no text
+tokens: no patch there.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from .text_first import TextFirstAdapter
 
 
 class _FluxBlocksAdapter(TextFirstAdapter):
-    text_positions_patch = "post_input"
+    def text_positions_patch(self, diffusion_model) -> str | None:
+        params = getattr(diffusion_model, "params", None)
+        return "post_input" if getattr(params, "txt_ids_dims", None) else None
 
 
 class FluxAdapter(_FluxBlocksAdapter):

@@ -123,9 +123,10 @@ def test_padding_of_the_negative_never_reaches_attention(name):
 @pytest.mark.parametrize("name", ["flux", "flux2"])
 def test_negative_takes_the_text_positions_of_a_prompt_of_its_own(name):
     """Flux models number text tokens along a RoPE axis where the model says so (Flux.2: token j
-    at j, after the encoder's padding to 512; Flux.1: all at 0). VSF's post_input patch gives N
-    the ids of the text's first n tokens, and leaves P's as the model made them: recorded by a
-    post_input patch added after VSF's, which sees what the blocks get."""
+    at j, after the encoder's padding to 512; Flux.1: all at 0). On Flux.2 VSF's post_input patch
+    gives N the ids of the text's first n tokens and leaves P's as the model made them; Flux.1
+    gets no patch (its ids stay 0). Recorded by a post_input patch added after VSF's, which sees
+    what the blocks get."""
     entry = zoo.build(name)
     x = torch.randn_like(entry.empty_latent(64, 64, 1)["samples"], dtype=torch.float32)
     n = negative_tokens(entry, NEGATIVE).context.shape[1]
@@ -146,11 +147,12 @@ def test_negative_takes_the_text_positions_of_a_prompt_of_its_own(name):
     assert vsf.shape[1] == p + n
     torch.testing.assert_close(vsf[:, :p], plain, rtol=0, atol=0)
     torch.testing.assert_close(vsf[:, p:], plain[:, :n], rtol=0, atol=0)
+    adapter = ADAPTERS[entry.family]
     if name == "flux2":  # positions run along the text: without the patch N would sit at 512..
         assert p == 512 and torch.equal(plain[0, :, 3], torch.arange(p, dtype=plain.dtype))
         assert torch.equal(vsf[0, p:, 3], torch.arange(n, dtype=plain.dtype))
     else:
-        assert not vsf.any()
+        assert not vsf.any() and adapter.text_positions_patch(entry.model.model.diffusion_model) is None
 
 
 @pytest.mark.parametrize("name", SUPPORTED)
