@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--weights", type=Path, default=None, help="a folder of shapes-world weights (default: the bundled ones)")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "negbench")
+    parser.add_argument("--acceptance", action="store_true",
+                        help="only the models' own acceptance figures (no negative, every coloured shape in every scene)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import torch
@@ -42,14 +44,21 @@ def main(argv=None) -> int:
     csv_path = args.out / f"results-{'-'.join(args.family)}.csv"
     csv_path.unlink(missing_ok=True)
     images = args.batch * len(args.seeds)
+    acceptance = negbench.acceptance_table({family: negbench.acceptance(family, tuple(args.seeds), 8, args.weights)
+                                            for family in args.family})
+    print(acceptance, flush=True)
+    if args.acceptance:
+        (args.out / f"acceptance-{'-'.join(args.family)}.md").write_text(acceptance)
+        return 0
     report = [f"# NegBench v2\n\nprompts: {args.prompts.name}, {len(prompts)} prompts x 3 negatives, "
-              f"{images} images per prompt and negative (seeds {', '.join(map(str, args.seeds))})\n"]
+              f"{images} images per prompt and negative (seeds {', '.join(map(str, args.seeds))})\n", acceptance]
     for family in args.family:
         print(f"[negbench] {family}: {len(args.methods)} methods, {len(prompts)} prompts, {images} images each", flush=True)
         cells = negbench.run(family, tuple(args.methods), prompts, tuple(args.seeds), args.batch, args.weights,
                              progress=lambda line: print(f"[negbench] {line}", flush=True))
         table = negbench.markdown_table(family, cells, negbench.SETTINGS[family], images)
-        check = negbench.judge_agreement(judge_module.load(), negbench.generated_images(cells))
+        check = negbench.judge_agreement(judge_module.load(args.weights / models.JUDGE_FILE if args.weights else None),
+                                          negbench.generated_images(cells))
         table += (f"\nJudge vs the rule-based labeller on {check['images']} generated images: scene {check['scene']:.3f}, "
                   f"per concept min {check['min']:.3f} ({', '.join(f'{c} {a:.2f}' for c, a in check['concepts'].items())})\n")
         print(table, flush=True)

@@ -6,8 +6,9 @@ Files (``shapes_world/weights/``, committed, reproduced by ``scripts/train_shape
   ``taesd_decoder.*`` keys), loads with the stock VAELoader. Its ``vae_scale`` / ``vae_shift`` are
   set so that the SD3 latent format's ``process_in`` gives latents of mean 0 and std 1.
 - ``negguide_shapes_clip_l.safetensors``: a CLIP-L text model (hidden 64, 3 layers, the real
-  49408-token CLIP tokenizer), keys like a ``clip_l.safetensors``. Frozen random weights: the
-  diffusion models learn to read it (the vocabulary is what makes it 6 MB).
+  49408-token CLIP tokenizer), keys like a ``clip_l.safetensors``. Pretrained on the world's
+  captions with linear probes (``train.train_text_encoder``), then frozen while the diffusion
+  models learn to read it (the vocabulary is what makes it 6 MB).
 - ``negguide_shapes_sd3.safetensors``: an SD3 MMDiT (depth 2, hidden 128), a plain diffusion-model
   file: the stock UNETLoader detects and loads it. Text: CLIP-L only (SD3's text encoder without
   CLIP-G and T5: 4096-wide context, 1344-wide pooled vector).
@@ -16,8 +17,10 @@ Files (``shapes_world/weights/``, committed, reproduced by ``scripts/train_shape
   parameterisation did not learn the scenes in the CPU training budget). The stock loaders cannot
   detect a UNet this small, so :func:`load` builds it (``NegGuideShapesWorldLoader``).
 - ``negguide_shapes_flux.safetensors``: a Flux-schnell-style DiT (hidden 128, 2 double + 2 single
-  blocks, no guidance embedding), built by :func:`load` as well. It reads the CLIP-L text model
-  directly (77 text tokens; real Flux uses T5).
+  blocks, no guidance embedding, patch size 1 like Flux.2: 64 image tokens), built by
+  :func:`load` as well. It reads the CLIP-L text model directly (77 text tokens; real Flux uses
+  T5). The SD3 MMDiT keeps patch size 2 (16 image tokens): ComfyUI's MMDiT crops its positional
+  table for patch 2 only (``cropped_pos_embed``).
 
 All three diffusion models work in the VAE's 16-channel latent space with the SD3 latent format
 (the SD1.5 and Flux config classes here differ from ComfyUI's only in that). Model sampling is
@@ -86,7 +89,7 @@ def _flux_unet_config() -> dict:
         "image_model": "flux", "guidance_embed": False, "in_channels": LATENT_CHANNELS,
         "out_channels": LATENT_CHANNELS, "vec_in_dim": CLIP_WIDTH, "context_in_dim": CLIP_WIDTH,
         "hidden_size": 128, "num_heads": 2, "axes_dim": [16, 24, 24], "depth": 2, "depth_single_blocks": 2,
-        "mlp_ratio": 4.0, "theta": 10000, "patch_size": 2, "qkv_bias": True,
+        "mlp_ratio": 4.0, "theta": 10000, "patch_size": 1, "qkv_bias": True,
     }, comfy.ldm.flux.model.FluxParams)
 
 

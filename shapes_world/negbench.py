@@ -502,6 +502,67 @@ def judge_agreement(judge: judge_module.Judge, images: torch.Tensor) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
+# The world's own acceptance: do the models do what the prompt says (no negative)?
+
+ACCEPTANCE = {"compliance": 0.8, "implicit": 0.7}
+"""Issue 15's targets for the models, with no negative: positive compliance (the scene and the
+prompt's coloured shape, judged) and the scene's implicit object present."""
+
+
+def acceptance_prompts() -> list[Prompt]:
+    """Every coloured shape in every scene, one caption each (the world's first template):
+    36 prompts, no implicit object named."""
+    return [Prompt(shapes.caption_for(scene, [obj]), scene, (obj,), "", "")
+            for scene in shapes.SCENES for obj in shapes.OBJECTS]
+
+
+def acceptance(family: str, seeds: tuple[int, ...] = (0, 1), batch: int = 8, weights_dir: Path | None = None) -> dict:
+    """Per sampling (plain cfg, and guided cfg where it differs; an empty negative) over
+    :func:`acceptance_prompts`: compliance and implicit-object presence, with 95% intervals over
+    images, the worst prompt of each, and the scene accuracy."""
+    world = World.load(family, weights_dir)
+    out = {}
+    with torch.inference_mode():
+        samplings = [("plain", plain_baseline)]
+        if world.setting.cfg != world.setting.plain_cfg:
+            samplings.append(("guided", guided_baseline))
+        for label, baseline in samplings:
+            per_prompt = []
+            for prompt in acceptance_prompts():
+                judged = [judge_batch(world, prompt, baseline(world, prompt.text, seed, batch).latent) for seed in seeds]
+                ok = np.concatenate([j.positives_and_scene for j in judged])
+                target = np.concatenate([j.target for j in judged])
+                per_prompt.append((prompt.text, ok, target))
+            ok_all = np.concatenate([o for _, o, _ in per_prompt]).astype(np.float64)
+            target_all = np.concatenate([t for _, _, t in per_prompt]).astype(np.float64)
+            cfg = world.setting.plain_cfg if label == "plain" else world.setting.cfg
+            out[label] = {
+                "cfg": cfg, "images": len(ok_all),
+                "compliance": Estimate.of(ok_all), "implicit": Estimate.of(target_all),
+                "worst_compliance": min((float(o.mean()), text) for text, o, _ in per_prompt),
+                "worst_implicit": min((float(t.mean()), text) for text, _, t in per_prompt),
+            }
+    return out
+
+
+def acceptance_table(results: dict[str, dict]) -> str:
+    """Markdown: one row per family and sampling, the targets' verdict."""
+    lines = ["### The models with no negative (every coloured shape in every scene; targets: compliance "
+             f">= {ACCEPTANCE['compliance']}, implicit object >= {ACCEPTANCE['implicit']})", "",
+             "| family | cfg | images | compliance [95% CI] | worst prompt | implicit object present [95% CI] | worst prompt | targets |",
+             "|---|---|---|---|---|---|---|---|"]
+    for family, by_sampling in results.items():
+        for row in by_sampling.values():
+            c, i = row["compliance"], row["implicit"]
+            met = c.mean >= ACCEPTANCE["compliance"] and i.mean >= ACCEPTANCE["implicit"]
+            lines.append(f"| {family} | {row['cfg']:g} | {row['images']} | {c.mean:.2f} [{c.low:.2f}, {c.high:.2f}] "
+                         f"| {row['worst_compliance'][0]:.2f} ({row['worst_compliance'][1]}) "
+                         f"| {i.mean:.2f} [{i.low:.2f}, {i.high:.2f}] | {row['worst_implicit'][0]:.2f} ({row['worst_implicit'][1]}) "
+                         f"| {'met' if met else 'not met'} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
 # Reports
 
 

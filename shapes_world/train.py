@@ -6,7 +6,9 @@ Stages, in order (each writes its file into the output folder and a line into ``
    convolutional, so crops are 4x cheaper than full images and it works at any size); the
    decoder sees noisy latents so it tolerates a diffusion model's errors. Then ``vae_scale`` /
    ``vae_shift`` are set so that the SD3 latent format's ``process_in`` has mean 0, std 1.
-2. ``text_encoder``: the CLIP-L text model, deterministic random weights (frozen).
+2. ``text_encoder``: the CLIP-L text model, pretrained on the world's captions with linear probes
+   (each word's token tells its class, the end tokens and pooled vectors the caption's concepts
+   and scene), then frozen.
 3. one stage per diffusion family (``sd3``, ``sd15``, ``flux``): the standard denoising loss on
    the family's own model sampling (sigma drawn uniformly from its sigma table, loss on the
    epsilon / velocity scale), through ComfyUI's ``BaseModel.apply_model``, with 10% empty-caption
@@ -53,12 +55,14 @@ class Budget:
     dataset: int = 6000
     judge_eval: int = 1000
     vae_images: int = 4000
+    text_encoder: int = 1000
+    text_captions: int = 20000
 
     def scaled(self, factor: float) -> "Budget":
         def s(n, floor):
             return max(floor, int(round(n * factor)))
         return Budget(s(self.vae, 2), s(self.vae_decoder, 2), s(self.diffusion, 2), s(self.judge, 2), s(self.dataset, 16), s(self.judge_eval, 16),
-                      s(self.vae_images, 16))
+                      s(self.vae_images, 16), s(self.text_encoder, 2), s(self.text_captions, 16))
 
 
 def _generator(stage: str) -> torch.Generator:
@@ -70,8 +74,10 @@ def _generator(stage: str) -> torch.Generator:
 def _save(state_dict: dict, path: Path, dtype=torch.float16) -> None:
     from safetensors.torch import save_file
 
+    partial = path.with_suffix(f".{os.getpid()}.tmp")  # parallel stages read a file another one rewrites
     save_file({k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-               for k, v in state_dict.items()}, str(path))
+               for k, v in state_dict.items()}, str(partial))
+    partial.replace(path)
 
 
 def _cosine_lr(step: int, total: int, peak: float, warmup: int = 50) -> float:
@@ -177,12 +183,126 @@ def train_vae_decoder(out: Path, budget: Budget) -> dict:
     return {"loss_curve": curve, "recon_psnr_db": psnr}
 
 
-def make_text_encoder(out: Path, budget: Budget) -> dict:
+# Token classes of the text encoder's probes: a colour word, a coloured shape (the shape word,
+# read with the colour before it), a scene word, an implicit object's name.
+_WORD_CLASSES: tuple[str, ...] = (*world.COLOURS, *world.OBJECTS, *world.SCENES, *world.IMPLICIT.values())
+_SCENE_WORDS = {"beach": "beach", "night": "night", "sky": "night", "meadow": "meadow", "room": "room"}
+_TEXT_ENCODER_LAYERS = (-1, -2)
+"""The layers the families read: SD1.5 and Flux the last (after the final LayerNorm), SD3 the
+penultimate (without it)."""
+
+
+def _word_targets(caption: str) -> list[int]:
+    """The probe class (index into _WORD_CLASSES, or -1) of each word of ``caption``."""
+    targets, colour = [], None
+    for word in caption.replace(",", "").split():
+        if word in world.COLOURS:
+            colour = word
+            targets.append(_WORD_CLASSES.index(word))
+        elif word in world.SHAPES and colour is not None:
+            targets.append(_WORD_CLASSES.index(f"{colour} {word}"))
+        elif word in _SCENE_WORDS:
+            targets.append(_WORD_CLASSES.index(_SCENE_WORDS[word]))
+        elif word in world.IMPLICIT.values():
+            targets.append(_WORD_CLASSES.index(word))
+        else:
+            targets.append(-1)
+    return targets
+
+
+def _caption_batch(clip, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids [N, 77] exactly as the family's tokenizer makes them, the probe class of each
+    token [N, 77] (-1: none), and per caption the concepts it names [N, len(CONCEPTS)] and its
+    scene [N]. Every word of the world's vocabulary is one CLIP token, which is checked."""
+    ids, token_targets, named, scenes = [], [], [], []
+    for caption in captions:
+        tokens = [t for t, _ in clip.tokenize(caption)["l"][0]]
+        words = caption.replace(",", "").split()
+        word_ids = []
+        for word in words:
+            start, token, end = (t for t, _ in clip.tokenize(word)["l"][0][:3])
+            if end != tokens[-1]:  # the end token (and padding) right after: one token
+                raise ValueError(f"{word!r} is more than one CLIP token; the probe targets assume one")
+            word_ids.append(token)
+        targets = [-1] * len(tokens)
+        position = 1  # after the start token
+        for word, word_id, target in zip(words, word_ids, _word_targets(caption)):
+            while tokens[position] != word_id:
+                position += 1
+            targets[position] = target
+        ids.append(tokens)
+        token_targets.append(targets)
+        named.append([float(f"a {c}" in caption) for c in world.CONCEPTS])
+        scenes.append(next(world.SCENES.index(_SCENE_WORDS[w]) for w in words if w in _SCENE_WORDS))
+    return (torch.tensor(ids), torch.tensor(token_targets), torch.tensor(named), torch.tensor(scenes))
+
+
+def train_text_encoder(out: Path, budget: Budget) -> dict:
+    """The CLIP-L text model, pretrained on the world's captions with linear probes (then
+    discarded), so that its hidden states say what a caption asks for and diffusion models can
+    read it (a random encoder's states barely separate "red" from "blue"): at every layer a family
+    reads (:data:`_TEXT_ENCODER_LAYERS`), each word's token must tell its class (a shape word: the
+    coloured shape it is part of), and the end and padding tokens, and both pooled vectors, the
+    concepts the caption names and its scene."""
     clip = models.new_clip("sd15")
-    text_model = models.clip_text_model(clip)
-    initialise(text_model, _generator("text_encoder"))
+    text_model = models.clip_text_model(clip).float()  # trained in float32, whatever the host's CLIP dtype
+    text_model.requires_grad_(True)  # ComfyUI freezes a text encoder when it builds it
+    g = _generator("text_encoder")
+    initialise(text_model, g)
+    _, scenes = world.generate(budget.text_captions, seed=14)
+    captions = sorted({s.caption for s in scenes})
+    ids, token_targets, named, scene_ids = _caption_batch(clip, captions)
+    end_token = int(ids[0, -1])
+    summary_positions = ids == end_token  # the end token and the end-token padding after it
+    width = models.CLIP_WIDTH
+    heads = torch.nn.ModuleDict({
+        **{f"word{i}": torch.nn.Linear(width, len(_WORD_CLASSES)) for i in range(len(_TEXT_ENCODER_LAYERS))},
+        **{f"summary{i}": torch.nn.Linear(width, len(world.CONCEPTS) + len(world.SCENES))
+           for i in range(len(_TEXT_ENCODER_LAYERS) + 2)}})
+    torch.manual_seed(int(torch.randint(2**31, (1,), generator=g)))
+    heads.apply(lambda m: m.reset_parameters() if isinstance(m, torch.nn.Linear) else None)
+
+    def summary_loss(head, states, rows):
+        logits = head(states)
+        concepts, scene = logits[..., :len(world.CONCEPTS)], logits[..., len(world.CONCEPTS):]
+        return (torch.nn.functional.binary_cross_entropy_with_logits(concepts, named[rows])
+                + torch.nn.functional.cross_entropy(scene, scene_ids[rows]))
+
+    def forward(rows):
+        last, penultimate, projected, pooled = text_model(ids[rows], intermediate_output=_TEXT_ENCODER_LAYERS[1],
+                                                          final_layer_norm_intermediate=False)
+        return (last, penultimate), (projected, pooled)
+
+    def loss_fn(step):
+        rows = torch.randint(len(ids), (64,), generator=g)
+        with torch.autograd.graph.saved_tensors_hooks(_copy_saved, _unpack_saved):
+            layers, pooled_vectors = forward(rows)
+        loss = 0.0
+        for i, states in enumerate(layers):
+            keep = token_targets[rows] >= 0
+            loss = loss + torch.nn.functional.cross_entropy(heads[f"word{i}"](states[keep]), token_targets[rows][keep])
+            at_end = summary_positions[rows]
+            loss = loss + summary_loss(heads[f"summary{i}"], states[at_end], rows.repeat_interleave(at_end.sum(1)))
+        for i, vector in enumerate(pooled_vectors):
+            loss = loss + summary_loss(heads[f"summary{len(layers) + i}"], vector, rows)
+        return loss
+
+    text_model.train()
+    curve = _optimise([*text_model.parameters(), *heads.parameters()], budget.text_encoder, 5e-3, loss_fn, "text_encoder")
+    text_model.eval()
+    with torch.no_grad():
+        layers, pooled_vectors = forward(torch.arange(len(ids)))
+        keep = token_targets >= 0
+        word_accuracy = [float((heads[f"word{i}"](s[keep]).argmax(-1) == token_targets[keep]).float().mean())
+                         for i, s in enumerate(layers)]
+        scene_accuracy = [float((heads[f"summary{len(layers) + i}"](v)[:, len(world.CONCEPTS):].argmax(-1) == scene_ids).float().mean())
+                          for i, v in enumerate(pooled_vectors)]
+        named_accuracy = [float(((heads[f"summary{len(layers) + i}"](v)[:, :len(world.CONCEPTS)] > 0).float() == named).float().mean())
+                          for i, v in enumerate(pooled_vectors)]
     _save(text_model.state_dict(), out / models.TEXT_ENCODER_FILE)
-    return {"parameters": sum(p.numel() for p in text_model.parameters())}
+    return {"loss_curve": curve, "parameters": sum(p.numel() for p in text_model.parameters()),
+            "captions": len(captions), "probe_word_accuracy_per_layer": word_accuracy,
+            "probe_pooled_scene_accuracy": scene_accuracy, "probe_pooled_named_concepts_accuracy": named_accuracy}
 
 
 @dataclass
@@ -425,7 +545,7 @@ def run(out: Path, stages: tuple[str, ...] = STAGES, budget: Budget = Budget()) 
         if stage == "vae":
             result = train_vae(out, budget)
         elif stage == "text_encoder":
-            result = make_text_encoder(out, budget)
+            result = train_text_encoder(out, budget)
         elif stage == "vae_decoder":
             result = train_vae_decoder(out, budget)
         elif stage == "judge":

@@ -1,7 +1,7 @@
 """The shapes world: seeded, procedural 64x64 RGB scenes with captions and ground truth.
 
 A scene is a background (one of :data:`SCENES`) with 1-2 explicit objects (a colour and a shape,
-:data:`OBJECTS`) and, with a known rate, the scene's implicit object (:data:`IMPLICIT`): a beach
+:data:`OBJECTS`, 22-30 pixels across) and, with a known rate, the scene's implicit object (:data:`IMPLICIT`): a beach
 usually brings a sun, a night a moon, a meadow a tree, a room a window. Captions come from
 templates and have the structure negative prompts need:
 
@@ -33,8 +33,13 @@ IMPLICIT_RATE = 0.8
 """P(implicit object present | scene)."""
 IMPLICIT_MENTION_RATE = 0.25
 """P(an implicit object that is present is named in the caption)."""
-OMIT_RATE = 0.15
+OMIT_RATE = 0.05
 """P(an explicit object is left out of the caption)."""
+TWO_OBJECT_RATE = 0.3
+"""P(a scene has two explicit objects rather than one)."""
+OBJECT_RADIUS = (11.0, 15.0)
+"""Range of an explicit object's radius in pixels: 3-4 latent cells across, so that a model
+working on 8x8 latents can draw (and a judge read) its shape."""
 CONCEPTS: tuple[str, ...] = OBJECTS + tuple(IMPLICIT.values())
 """Everything the judge detects (presence), besides the scene itself."""
 
@@ -139,7 +144,7 @@ def _draw_implicit(image: np.ndarray, scene: str, rng: np.random.Generator) -> t
 def _place(rng: np.random.Generator, taken: list[tuple[float, float, float]]) -> tuple[float, float, float]:
     """A free spot for an explicit object (rejection sampling; overlap allowed after 50 tries)."""
     for _ in range(50):
-        r = float(rng.uniform(7, 11))
+        r = float(rng.uniform(*OBJECT_RADIUS))
         cx, cy = (float(v) for v in rng.uniform(r + 1, SIZE - r - 1, size=2))
         if all((cx - x) ** 2 + (cy - y) ** 2 > (r + q + 2) ** 2 for x, y, q in taken):
             return cx, cy, r
@@ -182,7 +187,7 @@ def render(scene: Scene, seed: int) -> np.ndarray:
 def sample_scene(rng: np.random.Generator) -> Scene:
     """A random scene of the world's distribution, with its training caption."""
     scene = SCENES[int(rng.integers(len(SCENES)))]
-    count = 1 + int(rng.random() < 0.4)
+    count = 1 + int(rng.random() < TWO_OBJECT_RATE)
     objects = [OBJECTS[int(i)] for i in rng.integers(len(OBJECTS), size=count)]
     implicit = bool(rng.random() < IMPLICIT_RATE)
     named = [o for o in objects if rng.random() >= OMIT_RATE]
