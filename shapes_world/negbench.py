@@ -523,10 +523,10 @@ def acceptance(family: str, seeds: tuple[int, ...] = (0, 1), batch: int = 8, wei
     world = World.load(family, weights_dir)
     out = {}
     with torch.inference_mode():
-        samplings = [("plain", plain_baseline)]
+        samplings = [("plain", plain_baseline, world.setting.plain_cfg)]
         if world.setting.cfg != world.setting.plain_cfg:
-            samplings.append(("guided", guided_baseline))
-        for label, baseline in samplings:
+            samplings.append(("guided", guided_baseline, world.setting.cfg))
+        for label, baseline, cfg in samplings:
             per_prompt = []
             for prompt in acceptance_prompts():
                 judged = [judge_batch(world, prompt, baseline(world, prompt.text, seed, batch).latent) for seed in seeds]
@@ -535,7 +535,6 @@ def acceptance(family: str, seeds: tuple[int, ...] = (0, 1), batch: int = 8, wei
                 per_prompt.append((prompt.text, ok, target))
             ok_all = np.concatenate([o for _, o, _ in per_prompt]).astype(np.float64)
             target_all = np.concatenate([t for _, _, t in per_prompt]).astype(np.float64)
-            cfg = world.setting.plain_cfg if label == "plain" else world.setting.cfg
             out[label] = {
                 "cfg": cfg, "images": len(ok_all),
                 "compliance": Estimate.of(ok_all), "implicit": Estimate.of(target_all),

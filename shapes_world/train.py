@@ -214,20 +214,23 @@ def _caption_batch(clip, captions: list[str]) -> tuple[torch.Tensor, torch.Tenso
     """Token ids [N, 77] exactly as the family's tokenizer makes them, the probe class of each
     token [N, 77] (-1: none), and per caption the concepts it names [N, len(CONCEPTS)] and its
     scene [N]. Every word of the world's vocabulary is one CLIP token, which is checked."""
+    def word_token(word: str, end_token: int) -> int:
+        start, token, end = (t for t, _ in clip.tokenize(word)["l"][0][:3])
+        if end != end_token:  # the end token (and padding) right after: one token
+            raise ValueError(f"{word!r} is more than one CLIP token; the probe targets assume one")
+        return token
+
     ids, token_targets, named, scenes = [], [], [], []
+    vocabulary: dict[str, int] = {}  # word -> its token: the captions share a few dozen words
     for caption in captions:
         tokens = [t for t, _ in clip.tokenize(caption)["l"][0]]
         words = caption.replace(",", "").split()
-        word_ids = []
-        for word in words:
-            start, token, end = (t for t, _ in clip.tokenize(word)["l"][0][:3])
-            if end != tokens[-1]:  # the end token (and padding) right after: one token
-                raise ValueError(f"{word!r} is more than one CLIP token; the probe targets assume one")
-            word_ids.append(token)
         targets = [-1] * len(tokens)
         position = 1  # after the start token
-        for word, word_id, target in zip(words, word_ids, _word_targets(caption)):
-            while tokens[position] != word_id:
+        for word, target in zip(words, _word_targets(caption)):
+            if word not in vocabulary:
+                vocabulary[word] = word_token(word, tokens[-1])
+            while tokens[position] != vocabulary[word]:
                 position += 1
             targets[position] = target
         ids.append(tokens)
@@ -277,12 +280,12 @@ def train_text_encoder(out: Path, budget: Budget) -> dict:
         rows = torch.randint(len(ids), (64,), generator=g)
         with torch.autograd.graph.saved_tensors_hooks(_copy_saved, _unpack_saved):
             layers, pooled_vectors = forward(rows)
+        targets, at_end = token_targets[rows], summary_positions[rows]
+        keep, end_rows = targets >= 0, rows.repeat_interleave(at_end.sum(1))
         loss = 0.0
         for i, states in enumerate(layers):
-            keep = token_targets[rows] >= 0
-            loss = loss + torch.nn.functional.cross_entropy(heads[f"word{i}"](states[keep]), token_targets[rows][keep])
-            at_end = summary_positions[rows]
-            loss = loss + summary_loss(heads[f"summary{i}"], states[at_end], rows.repeat_interleave(at_end.sum(1)))
+            loss = loss + torch.nn.functional.cross_entropy(heads[f"word{i}"](states[keep]), targets[keep])
+            loss = loss + summary_loss(heads[f"summary{i}"], states[at_end], end_rows)
         for i, vector in enumerate(pooled_vectors):
             loss = loss + summary_loss(heads[f"summary{len(layers) + i}"], vector, rows)
         return loss

@@ -138,10 +138,10 @@ def test_caption_node_describes_what_is_drawn():
     assert complete >= 10, captions
 
 
-def bench_slice(family: str, methods: tuple[str, ...], scenes: tuple[str, ...], batch: int = 8,
+def bench_slice(family: str, methods: tuple[str, ...], scenes: tuple[str, ...] | None = None, batch: int = 8,
                 kinds: tuple[str, ...] = (*negbench.KINDS, "none")) -> list:
-    """NegBench v2 on the prompts of ``scenes``, seed 0: the cells."""
-    prompts = [p for p in negbench.load_prompts() if p.scene in scenes]
+    """NegBench v2 on the prompts of ``scenes`` (None: every prompt), seed 0: the cells."""
+    prompts = [p for p in negbench.load_prompts() if scenes is None or p.scene in scenes]
     return negbench.run(family, methods, prompts, seeds=(0,), batch=batch, kinds=kinds)
 
 
@@ -156,7 +156,7 @@ def test_cfg_removes_a_related_negative_beyond_the_neutral_control():
     shows) does, paired image by image: the effect is the negative's, not the guidance's.
     This slice measured (0.33.0): related -0.20, beyond the control -0.33, baseline 0.50. The
     whole benchmark: -0.258 [-0.360, -0.155] vs the baseline, neutral +0.094."""
-    cells = bench_slice("sd15", ("cfg",), tuple(p.scene for p in negbench.load_prompts()), batch=16)
+    cells = bench_slice("sd15", ("cfg",), batch=16)
     related = summaries(cells)[("cfg", "related")]
     assert related["baseline_target"] >= BASELINE_TARGET, "the model should draw the implicit objects unasked"
     assert related["target_change"].mean <= -CFG_RELATED_DROP, related["target_change"]
@@ -170,7 +170,7 @@ def test_vsf_without_the_start_token_keeps_compliance_for_a_neutral_negative():
     0.69 -> 0.03, pixel change 50); without it compliance stays near the baseline (0.63) and the
     images change less (30). The whole benchmark: compliance 0.74 -> 0.12-0.24 with the start
     token, 0.61-0.73 without."""
-    cells = bench_slice("sd15", ("vsf", "vsf_keep_start"), tuple(p.scene for p in negbench.load_prompts()), batch=8,
+    cells = bench_slice("sd15", ("vsf", "vsf_keep_start"), batch=8,
                         kinds=("neutral",))
     dropped, kept = (summaries(cells)[(m, "neutral")] for m in ("vsf", "vsf_keep_start"))
     baseline = dropped["baseline_positives"]
@@ -187,7 +187,7 @@ def test_negtome_makes_batches_of_the_flux_model_more_diverse():
     compliance is kept. This slice measured x1.11 [1.06, 1.16], compliance 0.25 -> 0.33; the
     whole benchmark x1.12 [1.09, 1.14], compliance +0.105. The SD3 and SD1.5-style models show
     none (x1.00, x0.97), so they are not asserted."""
-    cells = bench_slice("flux", ("negtome",), tuple(p.scene for p in negbench.load_prompts()), batch=16)
+    cells = bench_slice("flux", ("negtome",), batch=16)
     result = summaries(cells)[("negtome", "none")]
     assert result["diversity_ratio"].mean >= NEGTOME_GAIN, result["diversity_ratio"]
     assert result["positives"] >= result["baseline_positives"] - 0.05, result
