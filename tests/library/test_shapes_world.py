@@ -2,7 +2,9 @@
 through ComfyUI and sample, the judge's accuracy claim holds on fresh scenes, and a NegBench v2
 slice shows each method working against its control."""
 
+import dataclasses
 import json
+import shutil
 
 import safetensors
 
@@ -45,6 +47,41 @@ def test_training_script_runs_every_stage(tmp_path):
                                    nodes.CLIPTextEncode().encode(clip, "")[0], {"samples": torch.zeros(1, 16, 8, 8)})[0]
     assert latent["samples"].shape == (1, 16, 8, 8)
     assert json.loads((tmp_path / "training.json").read_text())["judge"]["held_out_accuracy"]["per_concept"]
+
+
+def test_a_killed_stage_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    """Killed after its save at step 2 of 6, the VAE stage, run again, resumes there (a fresh start
+    would also give equal weights: the loss curve tells them apart) and writes the same file, byte
+    for byte, as a run that was never killed; a saved state of another budget is ignored."""
+    budget = dataclasses.replace(TINY, vae=6)
+    monkeypatch.setattr(train, "CHECKPOINT_EVERY", 2)
+    fresh = train.run(tmp_path / "fresh", ("vae",), budget)["vae"]
+    cosine_lr = train._cosine_lr
+
+    def killed_at_step_3(step, total, peak):
+        if step == 3:
+            raise KeyboardInterrupt
+        return cosine_lr(step, total, peak)
+
+    monkeypatch.setattr(train, "_cosine_lr", killed_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(tmp_path / "killed", ("vae",), budget)
+    saved = train.Resume.file(tmp_path / "killed", "vae")
+    assert torch.load(saved)["step"] == 2
+    (tmp_path / "other_budget").mkdir()
+    shutil.copy(saved, train.Resume.file(tmp_path / "other_budget", "vae"))
+    calls = []
+    monkeypatch.setattr(train, "_cosine_lr", lambda step, *a: calls.append(step) or cosine_lr(step, *a))
+    resumed = train.run(tmp_path / "killed", ("vae",), budget)["vae"]
+    assert calls == [2, 3, 4, 5]
+    assert resumed["loss_curve"] == fresh["loss_curve"]
+    written = {name: (tmp_path / name / models.VAE_FILE).read_bytes() for name in ("fresh", "killed")}
+    assert written["killed"] == written["fresh"]
+    assert not saved.exists()
+    calls.clear()
+    train.run(tmp_path / "other_budget", ("vae",), dataclasses.replace(budget, vae_decoder=3))
+    assert calls == list(range(6))
+    assert (tmp_path / "other_budget" / models.VAE_FILE).read_bytes() == written["fresh"]
 
 
 def test_text_encoder_probe_targets_follow_the_caption():
