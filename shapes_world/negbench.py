@@ -310,8 +310,12 @@ class Estimate:
         half = Z95 * values.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
         return cls(float(values.mean()), float(values.mean() - half), float(values.mean() + half), n)
 
+    def text(self, spec: str) -> str:
+        """The mean and its interval, each in format ``spec`` (e.g. ``".1f"``)."""
+        return f"{self.mean:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
+
     def __str__(self) -> str:
-        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+        return self.text("+.3f")
 
 
 def ratio_estimate(method: np.ndarray, baseline: np.ndarray) -> Estimate:
@@ -573,11 +577,10 @@ def markdown_table(family: str, cells: list[Cell], setting: Setting, images_per_
              "|---|---|---|---|---|---|---|---|---|"]
     for cell in cells:
         s = cell.summary()
-        posterior = (f"{s['posterior_mean'].mean:.3f} / {s['posterior_max'].mean:.3f}" if "posterior_mean" in s else "")
-        r = s["diversity_ratio"]
+        posterior = (f"{s['posterior_mean'].text('.3f')} / {s['posterior_max'].text('.3f')}" if "posterior_mean" in s else "")
         lines.append(f"| {s['method']} | {s['kind']} | {s['baseline_target']:.2f} -> {s['target']:.2f} | {s['target_change']} "
                      f"| {s['gated_removal']} | {s['baseline_positives']:.2f} -> {s['positives']:.2f} "
-                     f"| {s['pixel_change'].mean:.1f} | {r.mean:.2f} [{r.low:.2f}, {r.high:.2f}] | {posterior} |")
+                     f"| {s['pixel_change'].text('.1f')} | {s['diversity_ratio'].text('.2f')} | {posterior} |")
     lines += ["", *[f"- {v}" for v in verdicts(cells)]]
     return "\n".join(lines) + "\n"
 
@@ -588,14 +591,24 @@ def write_csv(path: Path, family: str, cells: list[Cell]) -> None:
         writer = csv.writer(f)
         if new:
             writer.writerow(["family", "method", "kind", "images", "baseline_target", "target", "target_change", "low", "high",
-                             "gated_removal", "g_low", "g_high", "baseline_positives", "positives", "pixel_change",
-                             "diversity_ratio", "d_low", "d_high", "posterior_mean", "posterior_max"])
+                             "gated_removal", "g_low", "g_high", "baseline_positives", "positives",
+                             *_interval_columns("pixel_change"), *_interval_columns("diversity_ratio"),
+                             *_interval_columns("posterior_mean"), *_interval_columns("posterior_max")])
         for cell in cells:
             s = cell.summary()
-            t, g, d = s["target_change"], s["gated_removal"], s["diversity_ratio"]
             writer.writerow([family, s["method"], s["kind"], s["images"], f"{s['baseline_target']:.4f}", f"{s['target']:.4f}",
-                             f"{t.mean:.4f}", f"{t.low:.4f}", f"{t.high:.4f}", f"{g.mean:.4f}", f"{g.low:.4f}", f"{g.high:.4f}",
-                             f"{s['baseline_positives']:.4f}", f"{s['positives']:.4f}", f"{s['pixel_change'].mean:.3f}",
-                             f"{d.mean:.4f}", f"{d.low:.4f}", f"{d.high:.4f}",
-                             f"{s['posterior_mean'].mean:.5f}" if "posterior_mean" in s else "",
-                             f"{s['posterior_max'].mean:.5f}" if "posterior_max" in s else ""])
+                             *_interval_values(s["target_change"], 4), *_interval_values(s["gated_removal"], 4),
+                             f"{s['baseline_positives']:.4f}", f"{s['positives']:.4f}",
+                             *_interval_values(s["pixel_change"], 3), *_interval_values(s["diversity_ratio"], 4),
+                             *_interval_values(s.get("posterior_mean"), 5), *_interval_values(s.get("posterior_max"), 5)])
+
+
+def _interval_columns(name: str) -> list[str]:
+    return [name, f"{name}_low", f"{name}_high"]
+
+
+def _interval_values(estimate: Estimate | None, digits: int) -> list[str]:
+    """CSV cells of an estimate (empty where the method has none, e.g. a posterior outside DNG)."""
+    if estimate is None:
+        return ["", "", ""]
+    return [f"{v:.{digits}f}" for v in (estimate.mean, estimate.low, estimate.high)]

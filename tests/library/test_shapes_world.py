@@ -2,6 +2,7 @@
 through ComfyUI and sample, the judge's accuracy claim holds on fresh scenes, and a NegBench v2
 slice shows each method working against its control."""
 
+import csv
 import dataclasses
 import json
 import shutil
@@ -230,14 +231,16 @@ def test_negtome_makes_batches_of_the_flux_model_more_diverse():
     assert result["positives"] >= result["baseline_positives"] - 0.05, result
 
 
-def test_dng_acts_only_through_its_posterior_against_the_empty_prompt():
+def test_dng_acts_only_through_its_posterior_against_the_empty_prompt(tmp_path):
     """Issue 15, decision 4b, and DNG's selectivity, on the SD1.5-style UNet (cfg 5, beach, 8
     images): weighed against the empty prompt (NegGuideDNGGuider with empty_conditioning), the
     posterior rises well above its prior 0.01 for the related negative ("sun": max p 0.99 on this
     slice) and stays at the prior for the unrelated one ("moon": 0.010), which then changes the
     images by far less than CFG with that negative does (0.4 vs 39 of 255); weighed against the
-    positive the posterior never leaves the prior, and DNG then changes next to nothing (<= 0.5)."""
-    result = summaries(bench_slice("sd15", ("dng", "dng_positive_reference", "cfg"), ("beach",), batch=8))
+    positive the posterior never leaves the prior, and DNG then changes next to nothing (<= 0.5).
+    The report carries each posterior and pixel-change figure with its 95% interval."""
+    cells = bench_slice("sd15", ("dng", "dng_positive_reference", "cfg"), ("beach",), batch=8)
+    result = summaries(cells)
     assert result[("dng", "related")]["posterior_max"].mean >= DNG_RELATED_P
     assert result[("dng", "unrelated")]["posterior_max"].mean <= DNG_UNRELATED_P
     assert (result[("dng", "unrelated")]["pixel_change"].mean
@@ -245,6 +248,17 @@ def test_dng_acts_only_through_its_posterior_against_the_empty_prompt():
     for kind in negbench.KINDS:
         assert result[("dng_positive_reference", kind)]["posterior_max"].mean <= 0.0100001
         assert result[("dng_positive_reference", kind)]["pixel_change"].mean <= 1.0
+    negbench.write_csv(tmp_path / "results.csv", "sd15", cells)
+    with (tmp_path / "results.csv").open() as f:
+        rows = {(row["method"], row["kind"]): row for row in csv.DictReader(f)}
+    related = rows[("dng", "related")]
+    table = negbench.markdown_table("sd15", cells, negbench.SETTINGS["sd15"], 8)
+    for column, spec in (("posterior_max", ".3f"), ("pixel_change", ".1f")):
+        estimate = result[("dng", "related")][column]
+        assert float(related[f"{column}_low"]) < float(related[column]) < float(related[f"{column}_high"])
+        assert float(related[column]) == pytest.approx(estimate.mean, abs=1e-3)
+        assert estimate.text(spec) in table
+    assert rows[("cfg", "related")]["posterior_max"] == ""
 
 
 def test_caption_node_accepts_rgba_images():
