@@ -283,8 +283,8 @@ prediction, or the empty prompt's (the unconditional model of the paper's Bayes 
 empty_conditioning is connected and cfg != 1, else the positive). NegBench v2 (issue 15,
 decision 4b): against the positive, p stays at or below its prior for every negative (DNG then
 does nothing); against the empty prompt it rises for related negatives and stays near the prior
-for unrelated ones on the shapes-world SD3 model (max p 0.23 vs 0.015; SD1.5 0.31 vs 0.20; Flux:
-no separation)."""
+for unrelated ones on the shapes-world SD3 model (max p 0.31 vs 0.016; SD1.5 and Flux: no
+separation)."""
 
 
 class DNGGuider(comfy.samplers.CFGGuider):

@@ -22,9 +22,10 @@ from pathlib import Path
 from _pack import ROOT, boot, load_pack
 
 OUT = ROOT / "out" / "demo"
-SHEET_FAMILIES = {"vsf": "flux", "negtome": "flux", "cfg": "sd3", "dng": "sd15", "dns": "sd15"}
-"""The shapes-world family each method's sheet shows: VSF and NegToMe on the few-step patch-1
-Flux at cfg 1, CFG on the SD3 MMDiT, DNG and DNS on the many-step SD1.5-style UNet."""
+SHEET_FAMILIES = {"vsf": "sd15", "negtome": "flux", "cfg": "sd3", "dng": "sd3", "dns": "sd15"}
+"""The shapes-world family each method's sheet shows, where NegBench v2 measured its effect
+(README): VSF and auto-DNP on the SD1.5-style UNet, NegToMe on the patch-1 Flux at cfg 1, CFG and
+DNG on the SD3 MMDiT."""
 SHEET_IMAGES = 4
 
 

@@ -23,9 +23,10 @@ CFG_RELATED_DROP = 0.05
 CFG_DROP = 0.08
 START_TOKEN_RATIO = 0.8
 START_TOKEN_BREAKS = 0.4
-START_TOKEN_KEEPS = 0.2
-DNG_RELATED_P = 0.3
+START_TOKEN_KEEPS = 0.3
+DNG_RELATED_P = 0.15
 DNG_UNRELATED_P = 0.05
+DNG_PRIOR_BAND = 0.02
 DNG_UNRELATED_CHANGE = 1 / 3
 NEGTOME_GAIN = 1.05
 
@@ -192,8 +193,8 @@ def test_cfg_removes_a_related_negative_beyond_the_neutral_control():
     seed 0): the related negative (the scene's implicit object) lowers it against CFG with an
     empty negative (by >= CFG_RELATED_DROP), and by >= CFG_DROP more than the neutral negative "car" (a word no image
     shows) does, paired image by image: the effect is the negative's, not the guidance's.
-    This slice measured (0.33.0): related -0.20, beyond the control -0.33, baseline 0.50. The
-    whole benchmark: -0.258 [-0.360, -0.155] vs the baseline, neutral +0.094."""
+    This slice measured (0.33.0): related -0.22, beyond the control -0.38, baseline 0.41. The
+    whole benchmark: -0.211 [-0.297, -0.125] vs the baseline, neutral +0.133."""
     cells = bench_slice("sd15", ("cfg",), batch=16)
     related = summaries(cells)[("cfg", "related")]
     assert related["baseline_target"] >= BASELINE_TARGET, "the model should draw the implicit objects unasked"
@@ -205,9 +206,9 @@ def test_vsf_without_the_start_token_keeps_compliance_for_a_neutral_negative():
     """Issue 15, decision 4a, on the SD1.5-style UNet (cross-attention, where CLIP's start token is
     the attention sink; all four prompts, 8 images each, seed 0): with the negative's start token
     flipped, a neutral negative ("car") breaks the prompt (measured on this slice: compliance
-    0.69 -> 0.03, pixel change 50); without it compliance stays near the baseline (0.63) and the
-    images change less (30). The whole benchmark: compliance 0.74 -> 0.12-0.24 with the start
-    token, 0.61-0.73 without."""
+    0.97 -> 0.09, pixel change 59); without it compliance stays within 0.3 of the baseline (0.75)
+    and the images change less (27). The whole benchmark: compliance 0.93 -> 0.09-0.12 with the
+    start token, 0.78-0.81 without."""
     cells = bench_slice("sd15", ("vsf", "vsf_keep_start"), batch=8,
                         kinds=("neutral",))
     dropped, kept = (summaries(cells)[(m, "neutral")] for m in ("vsf", "vsf_keep_start"))
@@ -222,9 +223,9 @@ def test_negtome_makes_batches_of_the_flux_model_more_diverse():
     """NegToMe (batch diversity, alpha 0.9, threshold 0.65, first 30% of the steps) on the
     Flux-style DiT against the plain model, same seeds (all four prompts, 16 images each, seed 0):
     the judge's features (content, not pixel noise) of a batch's images are further apart, and
-    compliance is kept. This slice measured x1.11 [1.06, 1.16], compliance 0.25 -> 0.33; the
-    whole benchmark x1.12 [1.09, 1.14], compliance +0.105. The SD3 and SD1.5-style models show
-    none (x1.00, x0.97), so they are not asserted."""
+    compliance is kept. This slice measured x1.12 [1.06, 1.17], compliance 0.44 -> 0.41; the
+    whole benchmark x1.09 [1.06, 1.12], compliance +0.11. The SD3 and SD1.5-style models show
+    none (x1.01, x1.00), so they are not asserted."""
     cells = bench_slice("flux", ("negtome",), batch=16)
     result = summaries(cells)[("negtome", "none")]
     assert result["diversity_ratio"].mean >= NEGTOME_GAIN, result["diversity_ratio"]
@@ -232,27 +233,29 @@ def test_negtome_makes_batches_of_the_flux_model_more_diverse():
 
 
 def test_dng_acts_only_through_its_posterior_against_the_empty_prompt(tmp_path):
-    """Issue 15, decision 4b, and DNG's selectivity, on the SD1.5-style UNet (cfg 5, beach, 8
-    images): weighed against the empty prompt (NegGuideDNGGuider with empty_conditioning), the
-    posterior rises well above its prior 0.01 for the related negative ("sun": max p 0.99 on this
-    slice) and stays at the prior for the unrelated one ("moon": 0.010), which then changes the
-    images by far less than CFG with that negative does (0.4 vs 39 of 255); weighed against the
-    positive the posterior never leaves the prior, and DNG then changes next to nothing (<= 0.5).
-    The report carries each posterior and pixel-change figure with its 95% interval."""
-    cells = bench_slice("sd15", ("dng", "dng_positive_reference", "cfg"), ("beach",), batch=8)
+    """Issue 15, decision 4b, and DNG's selectivity, on the SD3 MMDiT (cfg 4, all four prompts, 8
+    images each, seed 0), the family where the whole benchmark shows it: weighed against the empty
+    prompt (NegGuideDNGGuider with empty_conditioning), the posterior rises well above its prior
+    0.01 for the related negative (the scene's implicit object) and stays near the prior for the
+    unrelated one, which then changes the images by far less than CFG with that negative does
+    (this slice: max p 0.32 vs 0.012, change 0.4 vs CFG's 18.9; on the SD1.5- and Flux-style
+    models the posterior does not separate them); weighed against the positive the posterior stays
+    within 0.02 (<= 0.011 here), and DNG then changes next to nothing (<= 1 of 255). The report carries each posterior and pixel-change figure with its
+    95% interval."""
+    cells = bench_slice("sd3", ("dng", "dng_positive_reference", "cfg"), batch=8)
     result = summaries(cells)
     assert result[("dng", "related")]["posterior_max"].mean >= DNG_RELATED_P
     assert result[("dng", "unrelated")]["posterior_max"].mean <= DNG_UNRELATED_P
     assert (result[("dng", "unrelated")]["pixel_change"].mean
             <= DNG_UNRELATED_CHANGE * result[("cfg", "unrelated")]["pixel_change"].mean)
     for kind in negbench.KINDS:
-        assert result[("dng_positive_reference", kind)]["posterior_max"].mean <= 0.0100001
+        assert result[("dng_positive_reference", kind)]["posterior_max"].mean <= DNG_PRIOR_BAND
         assert result[("dng_positive_reference", kind)]["pixel_change"].mean <= 1.0
-    negbench.write_csv(tmp_path / "results.csv", "sd15", cells)
+    negbench.write_csv(tmp_path / "results.csv", "sd3", cells)
     with (tmp_path / "results.csv").open() as f:
         rows = {(row["method"], row["kind"]): row for row in csv.DictReader(f)}
     related = rows[("dng", "related")]
-    table = negbench.markdown_table("sd15", cells, negbench.SETTINGS["sd15"], 8)
+    table = negbench.markdown_table("sd3", cells, negbench.SETTINGS["sd3"], 8)
     for column, spec in (("posterior_max", ".3f"), ("pixel_change", ".1f")):
         estimate = result[("dng", "related")][column]
         assert float(related[f"{column}_low"]) < float(related[column]) < float(related[f"{column}_high"])
