@@ -4,8 +4,9 @@ where the tokens sit: the family adapter (attention_patches/families/).
 
 - ``apply_model_wrapper`` (APPLY_MODEL wrapper): inside the sigma window, appends the negative's
   real tokens N to the text context of every row (and to the family's other text inputs, e.g.
-  HiDream's Llama hidden states) and asks the family adapter for the layout of
-  this model call, which the attention calls read from transformer_options;
+  HiDream's Llama hidden states), then the family's pooling companion (Hunyuan Video), and
+  asks the family adapter for the layout of this model call, which the attention calls read
+  from transformer_options;
 - ``attention_override`` (transformer_options["optimized_attention_override"], chaining what the
   slot held): VSF on the calls the layout says see the text;
 - ``mark_cross_attention`` (UNet attn2_patch): marks the next attention call as a cross-attention;
@@ -104,6 +105,9 @@ class VSFHooks:
         c_crossattn = _appended(c_crossattn, self.negative.context, "text context", family)
         kwargs = {**kwargs, **{name: _appended(kwargs.get(name), tokens, name, family) for name, tokens in extra.items()}}
         n = self.negative.context.shape[1]
+        companion = self.adapter.pool_companion(c_crossattn, n)
+        if companion is not None:
+            c_crossattn = torch.cat([c_crossattn, companion], dim=1)
         layout = self.adapter.call_layout(executor.class_obj.diffusion_model, tuple(x.shape), c_crossattn.shape[1],
                                           n, kwargs, METHOD, {name: tokens.shape[-2] for name, tokens in extra.items()})
         call = _ModelCall(layout, cond_rows(c_crossattn.shape[0], transformer_options.get("cond_or_uncond")))

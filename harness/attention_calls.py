@@ -65,3 +65,18 @@ def record_above(model) -> list[AttentionCall]:
 
     options[SLOT] = _recording(attend, calls)
     return calls
+
+
+def attention_outputs_of_one_step(model, positive, negative, noise: torch.Tensor) -> list[torch.Tensor]:
+    """The attention outputs, as the model's blocks see them, of every call of one euler step
+    from sigma 1 at cfg 1 on ``noise`` (``model`` is cloned; whatever its slot holds is kept)."""
+    import comfy.samplers
+
+    model = model.clone()
+    seen = record_above(model)
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(1.0)
+    guider.sample(noise, noise.clone(), comfy.samplers.sampler_object("euler"), torch.tensor([1.0, 0.0]), seed=1,
+                  disable_pbar=True)
+    return [call.out for call in seen]

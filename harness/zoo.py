@@ -43,6 +43,7 @@ wan22       wan         0.18 M     1.05 M     11.42 M    0.04 s   0.05 s  [B,48,
 qwen_image  qwen_image  0.34 M     5.01 M     0.92 M     0.06 s   0.13 s  [B,16,1,H,W] Wan 2.1 VAE
 z_image     z_image     6.41 M     4.93 M     2.46 M     0.06 s   0.02 s  [B,16,H,W] TAESD (Flux latents)
 hidream     hidream     0.23 M     8.44 M     2.46 M     0.10 s   0.09 s  [B,16,H,W] TAESD (Flux latents)
+hunyuan_v.  hunyuan_v.  7.70 M     5.04 M     11.37 M    0.01 s   0.02 s  [B,32,T,H,W] lighttae_hv15 (16x)
 ==========  ==========  =========  =========  =========  =======  ======  ==============================
 
 A build takes 0.5-2 s (mostly loading the tokenizer vocabularies, done once per process).
@@ -135,6 +136,17 @@ Per architecture (what is real, what is shrunk, what deviates):
   Needs ``comfy/text_encoders/llama_tokenizer/tokenizer.json``, which the 0.33.0 snapshot lacks:
   it builds on 0.3.75 only (``unavailable_reason("hidream")`` says so). Row measured on 0.3.75.
 
+- hunyuan_video15: Hunyuan Video 1.5 (comfy.supported_models.HunyuanVideo15 ->
+  model_base.HunyuanVideo15): hidden 64, 2 heads, one double and one single block, RoPE axes
+  (8, 12, 12), patch (1, 1, 1), 65 input channels (latent + image condition + mask, as the real
+  T2V/I2V checkpoint), the token refiner, the condition-type embedding, a 48-wide vision
+  projection and the real byT5 mapper (its 1472 -> 2048 widths are fixed in ComfyUI: most of the
+  7.70 M). Text: Qwen2.5-VL (hidden 32, 3 layers) with the shipped qwen25_tokenizer and HV 1.5's
+  template, built WITHOUT the byT5 glyph encoder (its config is fixed at full width); tests feed
+  conditioning_byt5small directly. VAE: TAEHV with 32 channels, which comfy.sd.VAE detects as
+  lighttae_hv15 (16x, HunyuanVideo15 latent format). The "hunyuan_v." row (name hunyuan_video15,
+  family hunyuan_video) was measured on 0.33 with a NegBench run loading the other core.
+
 Every other architecture builds on ComfyUI 0.3.75 and 0.33; flux2 builds on 0.33 only, hidream
 on 0.3.75 only.
 Where text and image tokens sit in each one's attention calls is pinned down by
@@ -155,7 +167,7 @@ import torch
 from ..shapes_world.host_compat import complete_params
 
 ARCHITECTURES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux", "chroma", "flux2", "wan21", "wan22", "qwen_image",
-                                  "z_image", "hidream")
+                                  "z_image", "hidream", "hunyuan_video15")
 
 FAMILIES: dict[str, str] = {
     "sd15": "unet",
@@ -169,19 +181,21 @@ FAMILIES: dict[str, str] = {
     "qwen_image": "qwen_image",
     "z_image": "z_image",
     "hidream": "hidream",
+    "hunyuan_video15": "hunyuan_video",
 }
 
 # Architectures whose latent format is 3-D (video latents [B, C, T, H, W]).
-VIDEO_LATENT: frozenset[str] = frozenset({"wan21", "wan22", "qwen_image"})
+VIDEO_LATENT: frozenset[str] = frozenset({"wan21", "wan22", "qwen_image", "hunyuan_video15"})
 
 # Latent channels per architecture (the latent_format's latent_channels).
 LATENT_CHANNELS: dict[str, int] = {
     "sd15": 4, "sdxl": 4, "sd3": 16, "flux": 16, "chroma": 16, "flux2": 128, "wan21": 16, "wan22": 48,
-    "qwen_image": 16, "z_image": 16, "hidream": 16,
+    "qwen_image": 16, "z_image": 16, "hidream": 16, "hunyuan_video15": 32,
 }
 
 # Pixels per latent cell along height and width (the latent_format's spacial_downscale_ratio).
-LATENT_DOWNSCALE: dict[str, int] = {name: 16 if name in ("flux2", "wan22") else 8 for name in ARCHITECTURES}
+LATENT_DOWNSCALE: dict[str, int] = {name: 16 if name in ("flux2", "wan22", "hunyuan_video15") else 8
+                                    for name in ARCHITECTURES}
 
 # The ComfyUI classes each architecture is built from that some supported host may lack, as
 # (module, attribute) pairs: an architecture is available exactly when its host has all of them.
@@ -701,6 +715,47 @@ def _build_hidream(name, seed):
     return model, clip, _taesd_vae(name, seed, 16)
 
 
+def _lighttae_hv15_vae(name: str, seed: int):
+    """TAEHV with 32 latent channels (lighttae_hv15), the tiny Hunyuan Video 1.5 VAE that
+    comfy.sd.VAE detects from its keys on both hosts (16x spatial, 4x temporal, the HunyuanVideo15
+    latent format). The full VAE's widths are fixed by ComfyUI, too big for a zoo model."""
+    import comfy.sd
+    import comfy.taesd.taehv
+
+    tae = comfy.taesd.taehv.TAEHV(latent_channels=32, latent_format=None)
+    initialise(tae, _generator(name, "vae", seed))
+    return comfy.sd.VAE(sd=dict(tae.state_dict()))
+
+
+def _build_hunyuan_video15(name, seed):
+    """Hunyuan Video 1.5 (comfy.supported_models.HunyuanVideo15 -> model_base.HunyuanVideo15 ->
+    HunyuanVideo): one double and one single block, the token refiner, the byT5 glyph mapper, the
+    vision projection and the condition-type embedding; image-conditioning channels as the real
+    T2V/I2V checkpoint (32 latent + 32 image + 1 mask in). Text: Qwen2.5-VL (tiny, the shipped
+    qwen25_tokenizer and HV 1.5's template) without the byT5 encoder, whose 1472-wide config
+    ComfyUI fixes; tests feed conditioning_byt5small directly."""
+    import comfy.ldm.hunyuan_video.model
+    import comfy.supported_models
+    import comfy.text_encoders.hunyuan_image
+    import comfy.text_encoders.hunyuan_video
+
+    te_dim = 32
+    unet_config = complete_params(
+        {"image_model": "hunyuan_video", "in_channels": 65, "out_channels": 32, "patch_size": [1, 1, 1],
+         "vec_in_dim": None, "axes_dim": [8, 12, 12], "context_in_dim": te_dim, "hidden_size": 64, "mlp_ratio": 2.0,
+         "num_heads": 2, "depth": 1, "depth_single_blocks": 1, "theta": 256, "qkv_bias": True,
+         "guidance_embed": False, "byt5": True, "meanflow": False, "use_cond_type_embedding": True,
+         "vision_in_dim": 48}, comfy.ldm.hunyuan_video.model.HunyuanVideoParams)
+    model = _diffusion(name, seed, comfy.supported_models.HunyuanVideo15, unet_config)
+    clip = _clip(name, seed, comfy.text_encoders.hunyuan_video.HunyuanVideo15Tokenizer,
+                 comfy.text_encoders.hunyuan_image.te(byt5=False),
+                 {"qwen25_7b_class": _tiny_qwen_vl,
+                  "qwen25_7b_model_config": {"hidden_size": te_dim, "intermediate_size": 2 * te_dim,
+                                             "num_hidden_layers": 3, "num_attention_heads": 2,
+                                             "num_key_value_heads": 1}})
+    return model, clip, _lighttae_hv15_vae(name, seed)
+
+
 def _build_z_image(name, seed):
     """Z-Image (Turbo): comfy.supported_models.ZImage -> model_base.Lumina2 -> NextDiT."""
     import comfy.supported_models
@@ -726,6 +781,7 @@ _BUILDERS: dict[str, Callable] = {
     "qwen_image": _build_qwen_image,
     "z_image": _build_z_image,
     "hidream": _build_hidream,
+    "hunyuan_video15": _build_hunyuan_video15,
 }
 
 _cache: dict[tuple[str, int], ZooModel] = {}

@@ -18,6 +18,7 @@ _FAMILY_OF_MODEL_CLASS = tuple((cls, family) for cls, family in (
     (comfy.model_base.WAN21, "wan"),
     (getattr(comfy.model_base, "Lumina2", None), "z_image"),  # Z-Image; its adapter refuses other NextDiTs
     (getattr(comfy.model_base, "HiDream", None), "hidream"),
+    (getattr(comfy.model_base, "HunyuanVideo15", None), "hunyuan_video"),  # 1.0 and Image 2.1: refused below
 ) if cls is not None)
 _UNET_BASED = comfy.model_base.BaseModel
 
@@ -25,12 +26,13 @@ _REFUSED = tuple((cls, name, verdict, why) for cls, name, verdict, why in (
     (getattr(comfy.model_base, "ErnieImage", None), "ERNIE-Image", "cannot act on",
      "its attention calls do not pass transformer_options, so neither ComfyUI's attention override nor any "
      "attention patch ever sees them"),
-    (getattr(comfy.model_base, "HunyuanVideo", None), "Hunyuan Video (1.0 / 1.5)", "does not support",
-     "its text passes a masked text-only token refiner before the blocks (where the negative would mix into the "
-     "prompt) and stays masked in every block: a layout no NegGuide family adapter describes yet"),
+    (getattr(comfy.model_base, "HunyuanVideo", None), "Hunyuan Video 1.0 / HunyuanImage 2.1", "does not support",
+     "their text context comes first, before the byT5 glyph tokens, and 1.0 masks its padded prompt in every block: "
+     "a layout NegGuide's Hunyuan Video adapter does not describe yet (it covers Hunyuan Video 1.5)"),
 ) if cls is not None)
 """Families refused with the reason (class, name, verdict, why): no public hook reaches their
-attention, or their token layout has no adapter yet. Subclasses (HunyuanVideo15) are included."""
+attention, or their token layout has no adapter yet. Checked only for a model no family above
+claims (HunyuanVideo15 subclasses the refused HunyuanVideo)."""
 
 
 def _family_of(base_model) -> str | None:
@@ -46,13 +48,14 @@ def family_adapter_of(model, method: str, supported: tuple[str, ...]) -> FamilyA
     """The family adapter of ``model`` (a ModelPatcher) if ``method`` supports its family, else a
     ValueError naming the model class and what to use instead."""
     base_model = model.model
+    family = _family_of(base_model)
     for cls, name, verdict, why in _REFUSED:
-        if isinstance(base_model, cls):
+        if family is None and isinstance(base_model, cls):
             raise ValueError(
                 f"{method} {verdict} {name} models: {why}. Use CFG with a negative prompt, or "
                 "NegGuideDNG / NegGuideDNS, which act on the model's predictions, not inside its attention."
             )
-    adapter = ADAPTERS.get(_family_of(base_model))
+    adapter = ADAPTERS.get(family)
     if adapter is None or adapter.family not in supported or not adapter.supports(base_model.diffusion_model):
         names = ", ".join(supported)
         raise ValueError(

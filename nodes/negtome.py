@@ -26,7 +26,7 @@ from .node_text import current_prompt_id, node_text, send_node_text
 from .schedule import SigmaWindow
 
 LOG = logging.getLogger(__name__)
-SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "flux2", "qwen_image", "wan", "z_image", "hidream")
+SUPPORTED_FAMILIES = ("unet", "mmdit", "flux", "flux2", "qwen_image", "wan", "z_image", "hidream", "hunyuan_video")
 MODE_DIVERSITY = "batch diversity"
 MODE_REFERENCE = "reference image"
 MODES = (MODE_DIVERSITY, MODE_REFERENCE)
@@ -107,7 +107,7 @@ class NegGuideNegToMe(io.ComfyNode):
                 "more; 'reference image' steers away from a reference (e.g. a look you do not want copied)."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to patch: SD1.5/SDXL, SD3/SD3.5, Flux, Flux.2, Chroma, Qwen-Image, Wan 2.1/2.2, Z-Image, HiDream."),
+                io.Model.Input("model", tooltip="The diffusion model to patch: SD1.5/SDXL, SD3/SD3.5, Flux, Flux.2, Chroma, Qwen-Image, Wan 2.1/2.2, Z-Image, HiDream, Hunyuan Video 1.5."),
                 io.Float.Input("alpha", default=0.9, min=-5.0, max=5.0, step=0.05, round=0.01,
                                tooltip="Merge strength: matched tokens move by alpha*(token - match). 0 = off; "
                                        "typical 0.9 (SDXL demos up to 1.5-1.9); negative values pull toward the match."),

@@ -17,9 +17,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable, Mapping
 
-# What comfy/model_detection.py sets for the classic Flux/Chroma layouts, for fields a host's
-# parameter dataclass may require (Flux.2 sets txt_ids_dims [3] itself in its config).
-_DETECTION_DEFAULTS: dict[str, Any] = {"txt_ids_dims": [], "vec_in_dim": None}
+# What comfy/model_detection.py sets for the classic Flux/Chroma layouts (and Hunyuan Video
+# checkpoints without a meanflow sum), for fields a host's parameter dataclass may require
+# (Flux.2 sets txt_ids_dims [3] itself in its config).
+_DETECTION_DEFAULTS: dict[str, Any] = {"txt_ids_dims": [], "vec_in_dim": None, "meanflow_sum": False}
 
 _EQUIVALENT_SUFFIXES = ((".scale", ".weight"), (".weight", ".scale"))
 

@@ -17,7 +17,9 @@ The interface
     ``call_layout(diffusion_model, latent_shape, text_len, negative_len, conds, method,
     extra_negative_lens)``, ``extra_text_inputs`` (text inputs beside the context that VSF appends
     N to: HiDream's Llama hidden states), ``text_positions_patch(diffusion_model)`` (the patch
-    point where VSF gives N its own text positions: Flux.2's post_input).
+    point where VSF gives N its own text positions: Flux.2's post_input) and
+    ``pool_companion(context, negative_len)`` (tokens after N that keep a pooled mean of the
+    context the positive's: Hunyuan Video's token refiner).
 ``CallLayout``  (what call_layout returns, one per model call)
     ``kind(q_len, k_len)``: JOINT, CROSS, SELF, TEXT_ONLY, IMAGE_ONLY or None (a call this
     layout does not know: left alone); may count calls (Z-Image's refiners come in order), so
@@ -34,6 +36,7 @@ from __future__ import annotations
 from .base import CROSS, IMAGE_ONLY, JOINT, SELF, TEXT_ONLY, FamilyAdapter
 from .flux import FLUX, FLUX2
 from .hidream import HIDREAM
+from .hunyuan_video import HUNYUAN_VIDEO
 from .mmdit import MMDIT
 from .qwen_image import QWEN_IMAGE
 from .unet import UNET
@@ -41,7 +44,7 @@ from .wan import WAN
 from .z_image import Z_IMAGE
 
 ADAPTERS: dict[str, FamilyAdapter] = {adapter.family: adapter for adapter in (UNET, MMDIT, FLUX, FLUX2, QWEN_IMAGE, WAN, Z_IMAGE,
-                                                                              HIDREAM)}
+                                                                              HIDREAM, HUNYUAN_VIDEO)}
 """Every family NegGuide's attention methods know, by name."""
 
 __all__ = ["ADAPTERS", "CROSS", "IMAGE_ONLY", "JOINT", "SELF", "TEXT_ONLY", "FamilyAdapter"]

@@ -37,6 +37,11 @@ def spatial_patch_size(diffusion_model, default: int) -> int:
     return patch if isinstance(patch, int) and patch > 0 else default
 
 
+def nonempty(*ranges: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+    """The ``ranges`` that hold at least one token."""
+    return tuple(r for r in ranges if r[1] > r[0])
+
+
 def token_grid(latent_shape: tuple[int, ...], patch_size: int) -> tuple[int, int, int]:
     """(frames, height, width) of the image tokens of a [B, C, H, W] (or video [B, C, T, H, W])
     latent after patchification (ComfyUI pads a partial patch); frames are not patched."""
@@ -59,6 +64,12 @@ class FamilyAdapter:
     before that padding, so the padding moves with N's length."""
     extra_text_inputs: tuple[ExtraTextInput, ...] = ()
     """Text inputs beside the context (HiDream's Llama hidden states): VSF appends N to each."""
+
+    def pool_companion(self, context, negative_len: int):
+        """Tokens ([B, k, D]) VSF appends after N to a model call's text ``context`` (whose last
+        ``negative_len`` tokens are N) so that what the model pools over its whole context stays
+        the positive's (Hunyuan Video's token refiner); None: the model pools no context."""
+        return None
 
     def supports(self, diffusion_model) -> bool:
         """Whether ``diffusion_model`` has this family's layout (the model class alone says so for

@@ -46,16 +46,12 @@ import math
 from dataclasses import dataclass
 
 from ..vsf import OneNegativeRange, QueryGroup
-from .base import IMAGE_ONLY, JOINT, TEXT_ONLY, FamilyAdapter, token_grid
+from .base import IMAGE_ONLY, JOINT, TEXT_ONLY, FamilyAdapter, nonempty, token_grid
 
 
 def padded(length: int, multiple: int | None) -> int:
     """``length`` rounded up to a multiple of ``multiple`` (NextDiT's pad_zimage rule)."""
     return length + (-length) % multiple if multiple else length
-
-
-def _nonempty(*ranges: tuple[int, int]) -> tuple[tuple[int, int], ...]:
-    return tuple(r for r in ranges if r[1] > r[0])
 
 
 @dataclass
@@ -121,12 +117,12 @@ class ZImageCall(OneNegativeRange):
         if kind not in (JOINT, TEXT_ONLY) or self.negative[1] == self.negative[0]:
             return []
         positive_side = (self.positive, self.caption_padding)
-        negative = QueryGroup(_nonempty(self.negative), hidden=_nonempty(*positive_side))
+        negative = QueryGroup(nonempty(self.negative), hidden=nonempty(*positive_side))
         if kind == TEXT_ONLY:
-            return [QueryGroup(_nonempty(*positive_side), hidden=(self.negative,)), negative]
+            return [QueryGroup(nonempty(*positive_side), hidden=(self.negative,)), negative]
         return [
-            QueryGroup(_nonempty(self.image), flipped=True),
-            QueryGroup(_nonempty(*positive_side, self.image_padding), hidden=(self.negative,)),
+            QueryGroup(nonempty(self.image), flipped=True),
+            QueryGroup(nonempty(*positive_side, self.image_padding), hidden=(self.negative,)),
             negative,
         ]
 

@@ -14,7 +14,7 @@ from negguide.harness import zoo
 from negguide.nodes.negtome import NegGuideNegToMe
 from negguide.nodes.vsf import NegGuideVSF
 
-ARCHS = ("sd15", "sd3", "flux", "qwen_image", "wan21", "z_image")
+ARCHS = ("sd15", "sd3", "flux", "qwen_image", "wan21", "z_image", "hunyuan_video15")
 
 
 def vsf(entry, model):

@@ -10,13 +10,12 @@ skip with that reason (zoo.unavailable_reason)."""
 import pytest
 import torch
 
-import comfy.samplers
 import nodes
 
 from negguide.attention_patches.families import ADAPTERS, JOINT
 from negguide.attention_patches.families.hidream import LLAMA_INPUT
 from negguide.harness import zoo
-from negguide.harness.attention_calls import record_above, record_below
+from negguide.harness.attention_calls import attention_outputs_of_one_step, record_below
 from negguide.nodes import vsf as vsf_node
 from negguide.nodes.negtome import NegGuideNegToMe
 from negguide.nodes.vsf import NegGuideVSF
@@ -129,15 +128,8 @@ def test_negtome_merges_exactly_the_image_tokens():
     z = zoo.build("hidream")
 
     def first_output(model):
-        model = model.clone()
-        seen = record_above(model)
         x = torch.randn(3, 16, HEIGHT // 8, WIDTH // 8, generator=torch.Generator().manual_seed(0))
-        guider = comfy.samplers.CFGGuider(model)
-        guider.set_conds(z.encode(POSITIVE), z.encode(""))
-        guider.set_cfg(1.0)
-        guider.sample(x, x.clone(), comfy.samplers.sampler_object("euler"), torch.tensor([1.0, 0.0]), seed=1,
-                      disable_pbar=True)
-        return seen[0].out
+        return attention_outputs_of_one_step(model, z.encode(POSITIVE), z.encode(""), x)[0]
 
     plain = first_output(z.model)
     merged = first_output(NegGuideNegToMe.execute(z.model, 0.9, -1.0, 0.0, 1.0, "batch diversity").args[0])

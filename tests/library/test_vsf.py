@@ -27,6 +27,11 @@ def negative_tokens(entry, text, **options):
     return vsf_node.encode_negative(entry.clip, text, extra_inputs=ADAPTERS[entry.family].extra_text_inputs, **options)
 
 
+OWN_LAYOUT_TESTS = {"z_image", "hidream", "hunyuan_video"}
+"""Families whose calls are not the three-group joint pattern (padding, several text parts, a
+pooling companion): their own test files check every call's groups and masks."""
+
+
 def pads_caption(name):
     """Families whose model pads the caption (Z-Image): appending N moves the model's own
     padding, so "as if N were absent" means "the same for every N of that length"."""
@@ -210,8 +215,8 @@ def test_captured_attention_calls_show_layout_and_masks(name):
         self_attention = [c for c in calls if c.mask is None]
         assert self_attention and all(c.q.shape[1] == c.k.shape[1] for c in self_attention)
         return
-    if pads_caption(name) or ADAPTERS[entry.family].extra_text_inputs:
-        return  # their own layouts: test_z_image.py and test_hidream.py check every call and mask
+    if entry.family in OWN_LAYOUT_TESTS:
+        return  # their own layouts: test_z_image.py, test_hidream.py, test_hunyuan_video.py check every call and mask
     # Joint models: three calls per joint attention, image / positive / negative queries.
     assert len(masked) % 3 == 0
     for image, prompt, negative in zip(masked[0::3], masked[1::3], masked[2::3]):
@@ -375,9 +380,11 @@ def test_a_family_no_hook_reaches_is_refused_with_the_reason(node):
 
 @pytest.mark.parametrize("node", ["NegGuideVSF", "NegGuideNegToMe"])
 def test_a_family_without_an_adapter_is_refused_with_the_reason(node):
-    """Hunyuan Video (masked text refiner), a tiny model from the host's own classes: the
-    attention methods say why they do not support it yet and what to use instead."""
-    with pytest.raises(ValueError, match=rf"{node} does not support Hunyuan Video \(1.0 / 1.5\) models: .*adapter.*NegGuideDNG"):
+    """Hunyuan Video 1.0 (context first, masked in every block), a tiny model from the host's own
+    classes: the attention methods say why they do not support it yet and what to use instead
+    (Hunyuan Video 1.5, a subclass, is supported: test_hunyuan_video.py)."""
+    with pytest.raises(ValueError, match=rf"{node} does not support Hunyuan Video 1.0 / HunyuanImage 2.1 models: "
+                                         r".*adapter.*Hunyuan Video 1.5.*NegGuideDNG"):
         _apply_attention_method(node, _tiny_hunyuan_video())
 
 

@@ -8,13 +8,12 @@ docstring for the visibility rules these tests check."""
 import pytest
 import torch
 
-import comfy.samplers
 import nodes
 
 from negguide.attention_patches.families.z_image import IMAGE_ONLY, JOINT, TEXT_ONLY, ZImageCall, padded
 from negguide.attention_patches.vsf import QueryGroup
 from negguide.harness import zoo
-from negguide.harness.attention_calls import record_above, record_below
+from negguide.harness.attention_calls import attention_outputs_of_one_step, record_below
 from negguide.nodes import vsf as vsf_node
 from negguide.nodes.negtome import NegGuideNegToMe
 from negguide.nodes.vsf import NegGuideVSF
@@ -137,15 +136,8 @@ def test_negtome_merges_exactly_the_image_tokens_of_joint_calls():
     cap, img = padded(p, 32), 6 * 4
 
     def outputs(model):
-        model = model.clone()
-        seen = record_above(model)
         x = torch.randn(3, 16, 8, 12, generator=torch.Generator().manual_seed(0))
-        guider = comfy.samplers.CFGGuider(model)
-        guider.set_conds(z.encode(POSITIVE), z.encode(""))
-        guider.set_cfg(1.0)
-        guider.sample(x, x.clone(), comfy.samplers.sampler_object("euler"), torch.tensor([1.0, 0.0]), seed=1,
-                      disable_pbar=True)
-        return [call.out for call in seen]
+        return attention_outputs_of_one_step(model, z.encode(POSITIVE), z.encode(""), x)
 
     plain = outputs(z.model)
     merged = outputs(NegGuideNegToMe.execute(z.model, 0.9, -1.0, 0.0, 1.0, "batch diversity").args[0])

@@ -21,7 +21,8 @@ from negguide.harness import host, zoo
 STEPS = 3
 WIDTH, HEIGHT = 64, 64  # pixels
 BATCH = 2
-EXPECTED = ("sd15", "sdxl", "sd3", "flux", "chroma", "flux2", "wan21", "wan22", "qwen_image", "z_image", "hidream")
+EXPECTED = ("sd15", "sdxl", "sd3", "flux", "chroma", "flux2", "wan21", "wan22", "qwen_image", "z_image", "hidream",
+            "hunyuan_video15")
 
 
 def sample(z, positive, negative, cfg, seed=7, batch_size=BATCH, steps=STEPS):
@@ -40,7 +41,7 @@ def latent_shape(z, batch_size=BATCH):
 def test_architectures_cover_every_family():
     assert zoo.ARCHITECTURES == EXPECTED
     assert {zoo.FAMILIES[n] for n in zoo.ARCHITECTURES} == {"unet", "mmdit", "flux", "flux2", "wan", "qwen_image", "z_image",
-                                                                 "hidream"}
+                                                                 "hidream", "hunyuan_video"}
 
 
 def test_unavailable_architectures_say_why_and_refuse_to_build():
