@@ -207,8 +207,8 @@ def test_vsf_without_the_start_token_keeps_compliance_for_a_neutral_negative():
     the attention sink; all four prompts, 8 images each, seed 0): with the negative's start token
     flipped, a neutral negative ("car") breaks the prompt (measured on this slice: compliance
     0.97 -> 0.09, pixel change 59); without it compliance stays within 0.3 of the baseline (0.75)
-    and the images change less (27). The whole benchmark: compliance 0.93 -> 0.09-0.12 with the
-    start token, 0.78-0.81 without."""
+    and the images change less (27). The whole benchmark: compliance 0.93 -> 0.05-0.09 with the
+    start token, 0.76-0.83 without."""
     cells = bench_slice("sd15", ("vsf", "vsf_keep_start"), batch=8,
                         kinds=("neutral",))
     dropped, kept = (summaries(cells)[(m, "neutral")] for m in ("vsf", "vsf_keep_start"))
@@ -224,7 +224,7 @@ def test_negtome_makes_batches_of_the_flux_model_more_diverse():
     Flux-style DiT against the plain model, same seeds (all four prompts, 16 images each, seed 0):
     the judge's features (content, not pixel noise) of a batch's images are further apart, and
     compliance is kept. This slice measured x1.12 [1.06, 1.17], compliance 0.44 -> 0.41; the
-    whole benchmark x1.09 [1.06, 1.12], compliance +0.11. The SD3 and SD1.5-style models show
+    whole benchmark x1.10 [1.08, 1.13], compliance +0.15. The SD3 and SD1.5-style models show
     none (x1.01, x1.00), so they are not asserted."""
     cells = bench_slice("flux", ("negtome",), batch=16)
     result = summaries(cells)[("negtome", "none")]
