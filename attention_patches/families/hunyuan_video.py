@@ -49,7 +49,8 @@ class HunyuanVideoCall(OneNegativeRange):
 
     vision_len: int
     byt5_len: int
-    positive_len: int
+    context_len: int
+    """Tokens of the context as the model call gets it: [P ; N ; z] (the refiner calls' length)."""
     negative_len: int
     reference_len: int
     image_len: int
@@ -63,9 +64,8 @@ class HunyuanVideoCall(OneNegativeRange):
         return 1 if self.negative_len else 0
 
     @property
-    def context_len(self) -> int:
-        """Tokens of the refined context [P ; N ; z] (the refiner calls' length)."""
-        return self.positive_len + self.negative_len + self.companion_len
+    def positive_len(self) -> int:
+        return self.context_len - self.negative_len - self.companion_len
 
     @property
     def text_len(self) -> int:
@@ -161,11 +161,10 @@ class HunyuanVideoAdapter(FamilyAdapter):
         byt5 = conds.get("txt_byt5")
         reference = conds.get("ref_latent")
         blocks = getattr(diffusion_model, "double_blocks", None) or [None]
-        companion = 1 if negative_len else 0
         return HunyuanVideoCall(
             vision_len=vision.shape[1] if vision is not None and diffusion_model.vision_in is not None else 0,
             byt5_len=byt5.shape[1] if byt5 is not None and diffusion_model.byt5_in is not None else 0,
-            positive_len=text_len - negative_len - companion,
+            context_len=text_len,
             negative_len=negative_len,
             reference_len=math.prod(token_grid(tuple(reference.shape), patch)) if reference is not None else 0,
             image_len=math.prod(grid),

@@ -14,7 +14,8 @@ VISION, BYT5, P, N, REFERENCE, IMAGE = 2, 3, 5, 4, 2, 6
 
 
 def call(image_first: bool, negative_len: int = N) -> HunyuanVideoCall:
-    return HunyuanVideoCall(VISION, BYT5, P, negative_len, REFERENCE, IMAGE, image_first, (1, 2, 3), 1)
+    context = P + negative_len + (1 if negative_len else 0)  # [P ; N ; z] as VSF hands it to the model
+    return HunyuanVideoCall(VISION, BYT5, context, negative_len, REFERENCE, IMAGE, image_first, (1, 2, 3), 1)
 
 
 def roles(layout: HunyuanVideoCall, kind: str) -> list[str]:
