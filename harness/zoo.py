@@ -639,14 +639,15 @@ def _build_wan21(name, seed):
     return _wan(name, seed, comfy.supported_models.WAN21_T2V, 16, _wan_vae)
 
 
-def _taew22_vae(name: str, seed: int):
-    """TAEHV with 48 latent channels: the tiny Wan 2.2 VAE (taew2_2) that comfy.sd.VAE detects from
-    its keys on both hosts (16x spatial, 4x temporal). ComfyUI fixes the full Wan 2.2 VAE's widths
-    (160 / 256, hundreds of millions of parameters), too big for a random-weight zoo model."""
+def _taehv_vae(name: str, seed: int, latent_channels: int):
+    """TAEHV, the tiny video VAE that comfy.sd.VAE detects from its keys on both hosts (16x
+    spatial, 4x temporal): with 48 latent channels Wan 2.2's (taew2_2), with 32 Hunyuan Video
+    1.5's (lighttae_hv15, HunyuanVideo15 latent format). ComfyUI fixes the full VAEs' widths
+    (hundreds of millions of parameters), too big for a random-weight zoo model."""
     import comfy.sd
     import comfy.taesd.taehv
 
-    tae = comfy.taesd.taehv.TAEHV(latent_channels=48, latent_format=None)
+    tae = comfy.taesd.taehv.TAEHV(latent_channels=latent_channels, latent_format=None)
     initialise(tae, _generator(name, "vae", seed))
     return comfy.sd.VAE(sd=dict(tae.state_dict()))
 
@@ -657,7 +658,7 @@ def _build_wan22(name, seed):
     (wan21)."""
     import comfy.supported_models
 
-    return _wan(name, seed, comfy.supported_models.WAN22_T2V, 48, _taew22_vae)
+    return _wan(name, seed, comfy.supported_models.WAN22_T2V, 48, functools.partial(_taehv_vae, latent_channels=48))
 
 
 def _tiny_qwen_vl(device=None, dtype=None, model_options={}, **kwargs):
@@ -715,18 +716,6 @@ def _build_hidream(name, seed):
     return model, clip, _taesd_vae(name, seed, 16)
 
 
-def _lighttae_hv15_vae(name: str, seed: int):
-    """TAEHV with 32 latent channels (lighttae_hv15), the tiny Hunyuan Video 1.5 VAE that
-    comfy.sd.VAE detects from its keys on both hosts (16x spatial, 4x temporal, the HunyuanVideo15
-    latent format). The full VAE's widths are fixed by ComfyUI, too big for a zoo model."""
-    import comfy.sd
-    import comfy.taesd.taehv
-
-    tae = comfy.taesd.taehv.TAEHV(latent_channels=32, latent_format=None)
-    initialise(tae, _generator(name, "vae", seed))
-    return comfy.sd.VAE(sd=dict(tae.state_dict()))
-
-
 def _build_hunyuan_video15(name, seed):
     """Hunyuan Video 1.5 (comfy.supported_models.HunyuanVideo15 -> model_base.HunyuanVideo15 ->
     HunyuanVideo): one double and one single block, the token refiner, the byT5 glyph mapper, the
@@ -753,7 +742,7 @@ def _build_hunyuan_video15(name, seed):
                   "qwen25_7b_model_config": {"hidden_size": te_dim, "intermediate_size": 2 * te_dim,
                                              "num_hidden_layers": 3, "num_attention_heads": 2,
                                              "num_key_value_heads": 1}})
-    return model, clip, _lighttae_hv15_vae(name, seed)
+    return model, clip, _taehv_vae(name, seed, 32)
 
 
 def _build_z_image(name, seed):
