@@ -1,6 +1,5 @@
 """NegGuideVSF through the real ComfyUI model code of every supported zoo architecture."""
 
-import dataclasses
 import logging
 
 import pytest
@@ -15,6 +14,7 @@ from negguide.harness import zoo
 from negguide.harness.attention_calls import record_below
 from negguide.nodes import vsf as vsf_node
 from negguide.nodes.vsf import NegGuideVSF
+from negguide.shapes_world.host_compat import complete_params
 
 SUPPORTED = [name for name in zoo.ARCHITECTURES if zoo.FAMILIES[name] in vsf_node.SUPPORTED_FAMILIES]
 NEGATIVE = "a red square"
@@ -338,16 +338,13 @@ def _tiny_hunyuan_video():
     import comfy.ldm.hunyuan_video.model
     import comfy.supported_models
 
-    params = {field.name for field in dataclasses.fields(comfy.ldm.hunyuan_video.model.HunyuanVideoParams)}
-    # what detection sets for a Hunyuan Video 1.0 checkpoint; fields this host's dataclass lacks are left out
-    detected = {"byt5": False, "meanflow": False, "meanflow_sum": False, "use_cond_type_embedding": False,
-                "vision_in_dim": None}
-    return _unbuilt(comfy.supported_models.HunyuanVideo({
+    # what detection sets for a Hunyuan Video 1.0 checkpoint (complete_params adds meanflow_sum where this host has it)
+    return _unbuilt(comfy.supported_models.HunyuanVideo(complete_params({
         "image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "patch_size": [1, 2, 2],
         "vec_in_dim": None, "axes_dim": [4, 6, 6], "context_in_dim": 32, "hidden_size": 32, "mlp_ratio": 2.0,
         "num_heads": 2, "depth": 1, "depth_single_blocks": 1, "theta": 256, "qkv_bias": True, "guidance_embed": False,
-        **{name: value for name, value in detected.items() if name in params},
-    }))
+        "byt5": False, "meanflow": False, "use_cond_type_embedding": False, "vision_in_dim": None,
+    }, comfy.ldm.hunyuan_video.model.HunyuanVideoParams)))
 
 
 def test_unsupported_model_names_its_family():
