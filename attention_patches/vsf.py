@@ -24,7 +24,9 @@ N columns with flipped values"; the N queries still read the unflipped values.
 
 Every function here takes the attention implementation as an argument (ComfyUI's optimized
 attention, or a chained override) and calls it as ``attention(q, k, v, mask)``; ``seq_dim`` is
-the sequence axis of q/k/v (1 for [B, L, H*D], 2 for [B, H, L, D]).
+the sequence axis of q/k/v (1 for [B, L, H*D], 2 for [B, H, L, D]). A mask the model passes
+itself (its text padding, a Redux attention bias) is kept: it is added to VSF's biases, row by row
+for the queries of each group (:func:`additive_mask`, :func:`mask_rows`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,30 @@ class JointLayout(OneNegativeRange):
         ]
 
 
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A mask as ComfyUI's attention functions take it ([Lq, Lk], [B, Lq, Lk] or [B, H, Lq, Lk];
+    bool: True = attend, else an additive bias) as an additive bias [B|1, H|1, Lq|1, Lk] of
+    ``dtype`` (False -> -inf), ComfyUI's own reading of the same shapes."""
+    while mask.ndim < 4:
+        mask = mask.unsqueeze(0 if mask.ndim == 2 else 1)
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+    return mask.to(dtype)
+
+
+def mask_rows(mask: torch.Tensor | None, queries: Ranges) -> torch.Tensor | None:
+    """The rows of an :func:`additive_mask` for the queries at ``queries`` (gathered in that
+    order); a mask with one row (the same for every query) is returned as it is."""
+    if mask is None or mask.shape[-2] == 1:
+        return mask
+    parts = [mask[..., lo:hi, :] for lo, hi in queries]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
+
+
+def _with_mask(bias: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return bias if mask is None else (bias + mask).to(bias.dtype)
+
+
 def column_bias(
     length: int,
     columns: Ranges,
@@ -127,13 +153,15 @@ def vsf_cross_attention(
     beta: float,
     rows_active: torch.Tensor,
     seq_dim: int,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Cross-attention VSF: keys/values are [P ; N] (N at the ``negative`` ranges), one softmax.
+    """Cross-attention VSF: keys/values are [P ; N] (N at the ``negative`` ranges), one softmax;
+    ``mask``: the model's own, as an :func:`additive_mask`.
 
     Inactive rows (e.g. the unconditional branch of CFG) mask N out entirely, which is exactly
     plain attention over P."""
     bias = column_bias(k.shape[seq_dim], negative, -beta, rows_active, float("-inf"), q.dtype, q.device)
-    return attention(q, k, flip_values(v, negative, alpha, rows_active, seq_dim), bias)
+    return attention(q, k, flip_values(v, negative, alpha, rows_active, seq_dim), _with_mask(bias, mask))
 
 
 @dataclass(frozen=True)
@@ -160,11 +188,14 @@ def vsf_grouped_attention(
     rows_active: torch.Tensor,
     seq_dim: int,
     output_seq_dim: int,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """VSF over query groups of any layout: one fused call per group over the unchanged key set
-    with a broadcast column bias [B, 1, 1, L_k]. A group's query ranges are gathered (no copy for
-    one range) and its outputs put back in place. The groups must cover every query once. On
-    inactive rows a flipped group sees no N at all (plain attention over the rest)."""
+    with a broadcast column bias [B, 1, 1, L_k] (plus, with the model's own ``mask``, an
+    :func:`additive_mask`, that mask's rows of the group's queries). A group's query ranges are
+    gathered (no copy for one range) and its outputs put back in place. The groups must cover
+    every query once. On inactive rows a flipped group sees no N at all (plain attention over the
+    rest)."""
     length = k.shape[seq_dim]
     dtype, device = q.dtype, q.device
     neg_inf = float("-inf")
@@ -178,6 +209,7 @@ def vsf_grouped_attention(
             bias = bias + column_bias(length, negative, -beta, rows_active, neg_inf, dtype, device)
             values = flip_values(v, negative, alpha, rows_active, seq_dim)
         parts = [q.narrow(seq_dim, lo, hi - lo) for lo, hi in group.queries]
+        bias = _with_mask(bias, mask_rows(mask, group.queries))
         out = attention(parts[0] if len(parts) == 1 else torch.cat(parts, dim=seq_dim), k, values, bias)
         offset = 0
         for lo, hi in group.queries:
@@ -198,10 +230,14 @@ def negative_attention_mass(
     beta: float,
     heads: int,
     seq_dim: int,
+    hidden: Ranges = (),
+    mask: torch.Tensor | None = None,
     query_chunk: int = 1024,
 ) -> torch.Tensor:
     """Where the negative acts: the share of each query's attention that falls on the (flipped)
     negative columns (the ``negative`` ranges), with their -beta bias, averaged over heads: [B, L_q].
+    The softmax runs over the keys these queries see: not the ``hidden`` columns (a pooling
+    companion), and under the model's own ``mask`` (an :func:`additive_mask`, rows of these queries).
 
     This is 1 - W of the paper's weighted form (the weight of Z-), the quantity its attention-map
     figure shows per image token. Computed explicitly in query chunks (peak extra memory
@@ -214,9 +250,13 @@ def negative_attention_mass(
         on_negative[lo:hi] = True
     bias = torch.zeros(k.shape[2], dtype=q.dtype, device=q.device)
     bias[on_negative] = -beta
+    for lo, hi in hidden:
+        bias[lo:hi] = float("-inf")
     masses = []
     for start in range(0, q.shape[2], query_chunk):
         logits = q[:, :, start:start + query_chunk] @ k.transpose(-1, -2) * scale + bias
+        if mask is not None:
+            logits = logits + (mask if mask.shape[-2] == 1 else mask[..., start:start + query_chunk, :])
         share = logits.softmax(-1)[..., on_negative].sum(-1)
         masses.append(share.mean(1))
     return torch.cat(masses, dim=1)

@@ -6,9 +6,10 @@ where the tokens sit: the family adapter (attention_patches/families/).
   real tokens N to the text context of every row (and to the family's other text inputs, e.g.
   HiDream's Llama hidden states), then the family's pooling companion (Hunyuan Video), and
   asks the family adapter for the layout of this model call, which the attention calls read
-  from transformer_options;
+  from transformer_options; a text attention mask the model is given gets N (and the companion)
+  as attended tokens (FamilyAdapter.attention_mask_with_negative);
 - ``attention_override`` (transformer_options["optimized_attention_override"], chaining what the
-  slot held): VSF on the calls the layout says see the text;
+  slot held): VSF on the calls the layout says see the text, under the mask the model passes;
 - ``mark_cross_attention`` (UNet attn2_patch): marks the next attention call as a cross-attention;
 - ``position_negative`` (the family's text-positions patch, Flux's ``post_input``): N's RoPE
   positions become those of the text's first tokens (FamilyAdapter.text_positions_patch).
@@ -25,7 +26,8 @@ from .calls import cond_rows, sequence_dims
 from .families import CROSS
 from .families.base import FamilyAdapter
 from .override_chain import OverrideReach, call_chained
-from .vsf import mass_on_latent_grid, negative_attention_mass, vsf_cross_attention, vsf_grouped_attention
+from .vsf import (additive_mask, mask_rows, mass_on_latent_grid, negative_attention_mass, vsf_cross_attention,
+                  vsf_grouped_attention)
 
 METHOD = "NegGuideVSF"
 HOOK_KEY = "negguide_vsf"
@@ -99,15 +101,17 @@ class VSFHooks:
         sigma = float(t.max())
         if c_crossattn is None or sigma not in self.window:
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-        if kwargs.get("attention_mask") is not None:
-            raise ValueError(f"{METHOD} does not support text attention masks on this model yet.")
         family, extra = self.adapter.family, self.negative.extra
+        positive_len = c_crossattn.shape[1]
         c_crossattn = _appended(c_crossattn, self.negative.context, "text context", family)
         kwargs = {**kwargs, **{name: _appended(kwargs.get(name), tokens, name, family) for name, tokens in extra.items()}}
         n = self.negative.context.shape[1]
         companion = self.adapter.pool_companion(c_crossattn, n)
         if companion is not None:
             c_crossattn = torch.cat([c_crossattn, companion], dim=1)
+        if kwargs.get("attention_mask") is not None:
+            kwargs["attention_mask"] = self.adapter.attention_mask_with_negative(
+                kwargs["attention_mask"], positive_len, c_crossattn.shape[1] - positive_len, METHOD)
         layout = self.adapter.call_layout(executor.class_obj.diffusion_model, tuple(x.shape), c_crossattn.shape[1],
                                           n, kwargs, METHOD, {name: tokens.shape[-2] for name, tokens in extra.items()})
         call = _ModelCall(layout, cond_rows(c_crossattn.shape[0], transformer_options.get("cond_or_uncond")))
@@ -156,16 +160,18 @@ class VSFHooks:
         groups = call.layout.vsf_groups(kind, q_len)
         if kind != CROSS and not groups:
             return attend(q, k, v, mask)
-        if mask is not None:
-            raise ValueError(f"{METHOD} does not support attention masks on this model yet.")
+        model_mask = None if mask is None else additive_mask(mask, q.dtype)
         rows_active = cond_rows(q.shape[0], kwargs["transformer_options"].get("cond_or_uncond"))
         negative = call.layout.negative_columns
-        if self.record and (kind == CROSS or any(group.flipped for group in groups)):
+        flipped = [group for group in groups if group.flipped]
+        if self.record and (kind == CROSS or flipped):
             lo, hi = (0, q_len) if kind == CROSS else call.layout.image
             mass = negative_attention_mass(q.narrow(seq_dim, lo, hi - lo), k, negative=negative, beta=self.beta,
-                                           heads=heads, seq_dim=seq_dim)
+                                           heads=heads, seq_dim=seq_dim, hidden=flipped[0].hidden if flipped else (),
+                                           mask=mask_rows(model_mask, ((lo, hi),)))
             call.negative_mass.setdefault(mass.shape[1], []).append(mass.float().cpu())
-        common = dict(negative=negative, alpha=self.alpha, beta=self.beta, rows_active=rows_active, seq_dim=seq_dim)
+        common = dict(negative=negative, alpha=self.alpha, beta=self.beta, rows_active=rows_active, seq_dim=seq_dim,
+                      mask=model_mask)
         if kind == CROSS:
             return vsf_cross_attention(attend, q, k, v, **common)
         return vsf_grouped_attention(attend, q, k, v, groups=groups, output_seq_dim=out_dim, **common)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 JOINT, CROSS, SELF, TEXT_ONLY, IMAGE_ONLY = "joint", "cross", "self", "text-only", "image-only"
 """What an attention call is: text and image in one sequence; image queries over text keys;
 image tokens only in a block's self-attention; a text-only or image-only refiner call."""
@@ -42,6 +44,13 @@ def nonempty(*ranges: tuple[int, int]) -> tuple[tuple[int, int], ...]:
     return tuple(r for r in ranges if r[1] > r[0])
 
 
+def attended(mask, *shape: int):
+    """A block of ``shape`` in ``mask``'s dtype that lets every query attend: True for a bool
+    mask, 1 for an integer (keep) mask, 0 for a float (additive bias) mask."""
+    keep = True if mask.dtype == torch.bool else 0 if mask.is_floating_point() else 1
+    return torch.full(shape, keep, dtype=mask.dtype, device=mask.device)
+
+
 def token_grid(latent_shape: tuple[int, ...], patch_size: int) -> tuple[int, int, int]:
     """(frames, height, width) of the image tokens of a [B, C, H, W] (or video [B, C, T, H, W])
     latent after patchification (ComfyUI pads a partial patch); frames are not patched."""
@@ -70,6 +79,19 @@ class FamilyAdapter:
         ``negative_len`` tokens are N) so that what the model pools over its whole context stays
         the positive's (Hunyuan Video's token refiner); None: the model pools no context."""
         return None
+
+    def attention_mask_with_negative(self, mask, text_len: int, added: int, method: str):
+        """The model call's text attention mask ``mask`` ([B, text_len]: 1 / True = a real token,
+        0 / False = padding; a float mask is an additive bias, 0 = attend, as Qwen-Image and Hunyuan
+        Video read it) for the context after VSF appended ``added`` tokens (N and any pooling
+        companion) to its ``text_len`` tokens: those tokens are attended. Families whose models
+        take a mask of another shape override this; any other mask is refused with the reason."""
+        if mask.ndim != 2 or mask.shape[-1] != text_len:
+            raise ValueError(
+                f"{method}: this {self.family} model was given an attention mask of shape "
+                f"[{', '.join(map(str, mask.shape))}], not one entry per text token ({text_len}), so the negative "
+                "cannot be placed in it. Remove the node that sets that mask, or apply the negative with CFG.")
+        return torch.cat([mask, attended(mask, mask.shape[0], added)], dim=-1)
 
     def supports(self, diffusion_model) -> bool:
         """Whether ``diffusion_model`` has this family's layout (the model class alone says so for

@@ -15,14 +15,30 @@ text and image ids, flux/model.py:184-190) gives them 0..n-1 instead, the positi
 prompt of its own. Flux.1 puts every text token at 0 (txt_ids_dims []), and hosts without
 txt_ids_dims (0.3.75, whose post_input patches get no transformer_options) number no text
 tokens: no patch there.
+
+The only mask a Flux model is given is a square one over the whole joint sequence [text ; image]
+(model_base.Flux forwards it when the conditioning carries ``attention_mask_img_shape``: Redux's
+``attn_bias`` strength, nodes.py StyleModelApply). VSF opens N's rows and columns in it.
 """
 
 from __future__ import annotations
 
+import torch
+
+from .base import attended
 from .text_first import TextFirstAdapter
 
 
 class _FluxBlocksAdapter(TextFirstAdapter):
+    def attention_mask_with_negative(self, mask, text_len: int, added: int, method: str):
+        """A square joint-sequence mask [B, T + I, T + I] with ``added`` attended rows and columns
+        inserted after its ``text_len`` text tokens, where VSF put N; text masks as every family."""
+        if mask.ndim != 3 or mask.shape[1] != mask.shape[2] or mask.shape[1] <= text_len:
+            return super().attention_mask_with_negative(mask, text_len, added, method)
+        batch, length = mask.shape[0], mask.shape[1] + added
+        columns = torch.cat([mask[..., :text_len], attended(mask, batch, mask.shape[1], added), mask[..., text_len:]], -1)
+        return torch.cat([columns[:, :text_len], attended(mask, batch, added, length), columns[:, text_len:]], 1)
+
     def text_positions_patch(self, diffusion_model) -> str | None:
         params = getattr(diffusion_model, "params", None)
         return "post_input" if getattr(params, "txt_ids_dims", None) else None

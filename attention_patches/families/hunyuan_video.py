@@ -16,7 +16,8 @@ tests/library/test_hunyuan_video.py:
   double blocks, ``torch.cat((img, txt))`` in the single ones). The adapter reads the order off
   the blocks (a ``flipped_img_txt`` attribute that is True), never off a version.
 - A text attention mask is passed only where the encoder padded (model_base.HunyuanVideo15 drops
-  an all-ones mask); VSF refuses masked calls, as on every family.
+  an all-ones mask); VSF's N and z enter it as attended tokens (FamilyAdapter.attention_mask_with_negative),
+  and the mask the model builds from it is kept in every call VSF splits.
 
 VSF appends N to the context, and after it ONE companion token z = (n + 1) mean(P) - sum(N): the
 refiner's mean over [P ; N ; z] is then exactly mean(P), so P is refined under the same ``c`` as

@@ -1,6 +1,7 @@
 """NegGuideVSF through the real ComfyUI model code of every supported zoo architecture."""
 
 import logging
+import math
 
 import pytest
 import torch
@@ -50,8 +51,9 @@ def sample(entry, model, *, cfg=1.0, batch=1, width=64, height=64, seed=7, steps
     )[0]["samples"]
 
 
-def denoise_once(entry, model, x, sigma=1.0):
-    """One model evaluation (cond branch) at ``sigma``: what a sampler sees."""
+def denoise_once(entry, model, x, sigma=1.0, positive=None):
+    """One model evaluation (cond branch) at ``sigma`` for ``positive`` (a CONDITIONING; the
+    default prompt's): what a sampler sees."""
     captured = {}
 
     def capture(args):
@@ -61,7 +63,7 @@ def denoise_once(entry, model, x, sigma=1.0):
     model = model.clone()
     model.set_model_sampler_post_cfg_function(capture)
     guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(entry.encode("a blue circle on grass"), entry.encode(""))
+    guider.set_conds(positive or entry.encode("a blue circle on grass"), entry.encode(""))
     guider.set_cfg(1.0)
     sigmas = torch.tensor([sigma, 0.0])
     guider.sample(x.clone(), x.clone(), comfy.samplers.sampler_object("euler"), sigmas, seed=1, disable_pbar=True)
@@ -123,6 +125,97 @@ def test_padding_of_the_negative_never_reaches_attention(name):
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
     tokens = negative_tokens(entry, NEGATIVE)
     assert all(0 < t.shape[-2] < 20 for t in (tokens.context, *tokens.extra.values()))  # a few real tokens, no 77/256 padding
+
+
+def padded_positive(entry, pad: int):
+    """The default prompt's CONDITIONING with ``pad`` random tokens after its text and an int
+    attention mask [1, L + pad] that drops them: what an encoder that pads gives."""
+    (context, extras), = entry.encode("a blue circle on grass")
+    padding = torch.randn(1, pad, context.shape[-1], generator=torch.Generator().manual_seed(3))
+    mask = torch.cat([torch.ones(1, context.shape[1], dtype=torch.int64), torch.zeros(1, pad, dtype=torch.int64)], 1)
+    return [[torch.cat([context, padding.to(context)], 1), {**extras, "attention_mask": mask}]]
+
+
+def joint_bias_positive(entry):
+    """The default prompt's CONDITIONING with the square joint-sequence bias Flux models take
+    (StyleModelApply's attn_bias: [1, T + 1, T + 1] over the text and a 1x1 image reference,
+    which model_base.Flux scales to the image's token grid): text token 0 damped for every query."""
+    (context, extras), = entry.encode("a blue circle on grass")
+    length = context.shape[1] + 1
+    bias = torch.zeros(1, length, length)
+    bias[..., 0] = math.log(0.05)
+    return [[context, {**extras, "attention_mask": bias, "attention_mask_img_shape": (1, 1)}]]
+
+
+def masked_positive(entry):
+    """The family's attention-mask form: the square bias for Flux models, text padding elsewhere."""
+    return joint_bias_positive(entry) if entry.family in ("flux", "flux2") else padded_positive(entry, 3)
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_infinite_bias_equals_the_plain_model_under_the_models_own_mask(name):
+    """A model call that carries an attention mask (text padding; Flux's Redux bias) keeps it with
+    VSF: N is attended where the mask stood, and with the flipped copy fully masked the output
+    equals the plain model's under the same mask. The control: the mask changes the plain output
+    (on hosts whose model takes no mask from this conditioning, the test says so and skips)."""
+    entry = zoo.build(name)
+    positive = masked_positive(entry)
+    x = torch.randn_like(entry.empty_latent(64, 48, 1)["samples"], dtype=torch.float32)
+    try:
+        plain = denoise_once(entry, entry.model, x, positive=positive)
+    except RuntimeError as error:  # 0.3.75's NextDiT hands an integer text mask to SDPA as it is
+        pytest.skip(f"this host's {type(entry.model.model).__name__} fails on a padded text mask without NegGuide: {error}")
+    unmasked = [[positive[0][0], {k: v for k, v in positive[0][1].items() if not k.startswith("attention_mask")}]]
+    if torch.equal(plain, denoise_once(entry, entry.model, x, positive=unmasked)):
+        pytest.skip(f"this host's {type(entry.model.model).__name__} takes no attention mask from the conditioning")
+    patched = patch(entry.model, entry.clip, negative=OTHER_NEGATIVE if pads_caption(name) else NEGATIVE)
+    patched.model_options["transformer_options"]["optimized_attention_override"].__self__.beta = float("inf")
+    if pads_caption(name):
+        reference = patch(entry.model, entry.clip)
+        reference.model_options["transformer_options"]["optimized_attention_override"].__self__.beta = float("inf")
+        plain = denoise_once(entry, reference, x, positive=positive)
+    torch.testing.assert_close(denoise_once(entry, patched, x, positive=positive), plain, rtol=1e-5, atol=1e-5)
+
+
+def keep_all_positive(entry):
+    """The default prompt's CONDITIONING with a mask that keeps every token: ones per text token
+    (Qwen-Image), a zero square bias (Flux models)."""
+    if entry.family in ("flux", "flux2"):
+        (context, extras), = joint_bias_positive(entry)
+        return [[context, {**extras, "attention_mask": torch.zeros_like(extras["attention_mask"])}]]
+    (context, extras), = entry.encode("a blue circle on grass")
+    return [[context, {**extras, "attention_mask": torch.ones(1, context.shape[1], dtype=torch.int64)}]]
+
+
+@pytest.mark.parametrize("name", ["qwen_image", "flux", "chroma", "flux2"])
+def test_a_mask_that_keeps_every_token_changes_nothing_with_vsf(name):
+    """VSF under a mask that keeps every token equals VSF with no mask: the tokens VSF appends
+    are attended where the model's mask stands (were N masked out there, the flip would vanish and
+    this would equal the plain model, which VSF is not: test_full_ksampler_run_...)."""
+    entry = zoo.build(name)
+    positive = keep_all_positive(entry)
+    x = torch.randn_like(entry.empty_latent(64, 48, 1)["samples"], dtype=torch.float32)
+    recorded, calls = record_below(entry.model)
+    denoise_once(entry, recorded, x, positive=positive)
+    if not any(call.mask is not None for call in calls):
+        pytest.skip(f"this host's {type(entry.model.model).__name__} takes no attention mask from the conditioning")
+    vsf = patch(entry.model, entry.clip)
+    with_mask = denoise_once(entry, vsf, x, positive=positive)
+    torch.testing.assert_close(with_mask, denoise_once(entry, vsf, x), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(with_mask, denoise_once(entry, entry.model, x, positive=positive), rtol=1e-3, atol=1e-3)
+
+
+def test_a_mask_vsf_cannot_place_the_negative_in_is_refused_with_the_reason():
+    """Hunyuan Video 1.5 (whose text masks both hosts forward) given a mask two entries longer
+    than its text: VSF says why it cannot place N, before the model runs."""
+    entry = zoo.build("hunyuan_video15")
+    (context, extras), = entry.encode("a blue circle on grass")
+    mask = torch.ones(1, context.shape[1] + 2, dtype=torch.int64)
+    mask[:, -1] = 0  # the model is given a mask only where one has a zero
+    positive = [[context, {**extras, "attention_mask": mask}]]
+    x = torch.randn_like(entry.empty_latent(64, 48, 1)["samples"], dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"attention mask of shape \[1, \d+\], not one entry per text token"):
+        denoise_once(entry, patch(entry.model, entry.clip), x, positive=positive)
 
 
 @pytest.mark.parametrize("name", ["flux", "flux2"])
