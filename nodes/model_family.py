@@ -18,7 +18,8 @@ _FAMILY_OF_MODEL_CLASS = tuple((cls, family) for cls, family in (
     (comfy.model_base.WAN21, "wan"),
     (getattr(comfy.model_base, "Lumina2", None), "z_image"),  # Z-Image; its adapter refuses other NextDiTs
     (getattr(comfy.model_base, "HiDream", None), "hidream"),
-    (getattr(comfy.model_base, "HunyuanVideo15", None), "hunyuan_video"),  # 1.0 and Image 2.1: refused below
+    (getattr(comfy.model_base, "HunyuanVideo", None), "hunyuan_video"),  # 1.0 and its subclass 1.5
+    (getattr(comfy.model_base, "HunyuanImage21", None), "hunyuan_video"),  # and its refiner subclass
 ) if cls is not None)
 _UNET_BASED = comfy.model_base.BaseModel
 
@@ -26,13 +27,9 @@ _REFUSED = tuple((cls, name, verdict, why) for cls, name, verdict, why in (
     (getattr(comfy.model_base, "ErnieImage", None), "ERNIE-Image", "cannot act on",
      "its attention calls do not pass transformer_options, so neither ComfyUI's attention override nor any "
      "attention patch ever sees them"),
-    (getattr(comfy.model_base, "HunyuanVideo", None), "Hunyuan Video 1.0 / HunyuanImage 2.1", "does not support",
-     "their text context comes first, before the byT5 glyph tokens, and 1.0 masks its padded prompt in every block: "
-     "a layout NegGuide's Hunyuan Video adapter does not describe yet (it covers Hunyuan Video 1.5)"),
 ) if cls is not None)
 """Families refused with the reason (class, name, verdict, why): no public hook reaches their
-attention, or their token layout has no adapter yet. Checked only for a model no family above
-claims (HunyuanVideo15 subclasses the refused HunyuanVideo)."""
+attention. Checked only for a model no family above claims."""
 
 
 def _family_of(base_model) -> str | None:

@@ -107,7 +107,7 @@ class NegGuideNegToMe(io.ComfyNode):
                 "more; 'reference image' steers away from a reference (e.g. a look you do not want copied)."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to patch: SD1.5/SDXL, SD3/SD3.5, Flux, Flux.2, Chroma, Qwen-Image, Wan 2.1/2.2, Z-Image, HiDream, Hunyuan Video 1.5."),
+                io.Model.Input("model", tooltip="The diffusion model to patch: SD1.5/SDXL, SD3/SD3.5, Flux, Flux.2, Chroma, Qwen-Image, Wan 2.1/2.2, Z-Image, HiDream, Hunyuan Video 1.5 / 1.0, HunyuanImage 2.1."),
                 io.Float.Input("alpha", default=0.9, min=-5.0, max=5.0, step=0.05, round=0.01,
                                tooltip="Merge strength: matched tokens move by alpha*(token - match). 0 = off; "
                                        "typical 0.9 (SDXL demos up to 1.5-1.9); negative values pull toward the match."),

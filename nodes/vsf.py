@@ -194,7 +194,7 @@ class NegGuideVSF(io.ComfyNode):
                 "it acts on the positive branch only."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to patch: SD1.5/SDXL, SD3/SD3.5, Flux, Flux.2, Chroma, Qwen-Image, Wan 2.1/2.2, Z-Image, HiDream, Hunyuan Video 1.5."),
+                io.Model.Input("model", tooltip="The diffusion model to patch: SD1.5/SDXL, SD3/SD3.5, Flux, Flux.2, Chroma, Qwen-Image, Wan 2.1/2.2, Z-Image, HiDream, Hunyuan Video 1.5 / 1.0, HunyuanImage 2.1."),
                 io.Clip.Input("clip", tooltip="The text encoder loaded for this model; encodes the negative without padding."),
                 io.String.Input("negative", multiline=True, default="", tooltip="What should not appear. Empty: no effect."),
                 io.Float.Input("scale", default=3.0, min=0.0, max=20.0, step=0.05, round=0.01,

@@ -1,4 +1,5 @@
-"""Hunyuan Video 1.5 (comfy/ldm/hunyuan_video/model.py, model_base.HunyuanVideo15).
+"""Hunyuan Video 1.5, Hunyuan Video 1.0 and HunyuanImage 2.1: one DiT class
+(comfy/ldm/hunyuan_video/model.py; model_base.HunyuanVideo15, HunyuanVideo, HunyuanImage21).
 
 Facts (ComfyUI 0.33.0 line numbers; 0.3.75 builds the same parts), pinned down by
 tests/library/test_hunyuan_video.py:
@@ -9,14 +10,16 @@ tests/library/test_hunyuan_video.py:
   (TokenRefiner.forward :162-165: no mask in the mean).
 - The refined context is then joined by the glyph tokens (byT5, ``txt_byt5``, only for quoted
   text in the prompt) and, for image-to-video, the SigLIP vision tokens (``clip_fea``), each put
-  in front (:366, :377): text = [vision ; byT5 ; context].
+  in front (:366, :377): text = [vision ; byT5 ; context]. Models without the condition-type
+  embedding (1.0, HunyuanImage 2.1) put byT5 after the context (:367): [vision ; context ; byT5].
+  1.0 conditions the refiner the same way; its pooled vector is CLIP-L's, not the context's.
 - Every double and single block attends over one sequence of text and image, with the image side
   = [reference latent tokens ; video tokens] (:326). 0.33 puts the text first ([text ; image],
   :416 and flux/layers.py's DoubleStreamBlock); 0.3.75 puts it last (``flipped_img_txt`` on the
   double blocks, ``torch.cat((img, txt))`` in the single ones). The adapter reads the order off
   the blocks (a ``flipped_img_txt`` attribute that is True), never off a version.
-- A text attention mask is passed only where the encoder padded (model_base.HunyuanVideo15 drops
-  an all-ones mask); VSF's N and z enter it as attended tokens (FamilyAdapter.attention_mask_with_negative),
+- A text attention mask is passed only where the encoder padded (model_base.HunyuanVideo15 and
+  HunyuanImage21 drop an all-ones mask; HunyuanVideo passes any the encoder gives); VSF's N and z enter it as attended tokens (FamilyAdapter.attention_mask_with_negative),
   and the mask the model builds from it is kept in every call VSF splits.
 
 VSF appends N to the context, and after it ONE companion token z = (n + 1) mean(P) - sum(N): the
@@ -41,12 +44,12 @@ from dataclasses import dataclass
 import torch
 
 from ..vsf import OneNegativeRange, QueryGroup
-from .base import JOINT, TEXT_ONLY, FamilyAdapter, token_grid
+from .base import JOINT, TEXT_ONLY, FamilyAdapter, nonempty, token_grid
 
 
 @dataclass(frozen=True)
 class HunyuanVideoCall(OneNegativeRange):
-    """Where every token group sits in the attention calls of one Hunyuan Video 1.5 model call."""
+    """Where every token group sits in the attention calls of one Hunyuan Video model call."""
 
     vision_len: int
     byt5_len: int
@@ -58,6 +61,9 @@ class HunyuanVideoCall(OneNegativeRange):
     image_first: bool
     grid: tuple[int, int, int]
     patch_size: int
+    byt5_first: bool = True
+    """Hunyuan Video 1.5: text = [vision ; byT5 ; context]; 1.0 and HunyuanImage 2.1: [vision ;
+    context ; byT5]."""
 
     @property
     def companion_len(self) -> int:
@@ -86,15 +92,24 @@ class HunyuanVideoCall(OneNegativeRange):
         return start, start + self.reference_len + self.image_len
 
     @property
-    def positive_side(self) -> tuple[int, int]:
-        """Vision, byT5 and P tokens of a joint call."""
-        start = self._text_start
-        return start, start + self.vision_len + self.byt5_len + self.positive_len
+    def context_start(self) -> int:
+        """Where the context [P ; N ; z] starts in a joint call."""
+        return self._text_start + self.vision_len + (self.byt5_len if self.byt5_first else 0)
+
+    @property
+    def positive_columns(self) -> tuple[tuple[int, int], ...]:
+        """Vision, byT5 and P tokens of a joint call: one range, or two where byT5 follows the
+        context (1.0, HunyuanImage 2.1)."""
+        start, positive_end = self._text_start, self.context_start + self.positive_len
+        if self.byt5_first:
+            return nonempty((start, positive_end))
+        after_context = self.context_start + self.context_len
+        return nonempty((start, positive_end), (after_context, after_context + self.byt5_len))
 
     @property
     def negative(self) -> tuple[int, int]:
         """N's columns in a joint call."""
-        start = self.positive_side[1]
+        start = self.context_start + self.positive_len
         return start, start + self.negative_len
 
     @property
@@ -127,24 +142,20 @@ class HunyuanVideoCall(OneNegativeRange):
             positive, negative, companion = (0, p), (p, p + n), (p + n, self.context_len)
             return [QueryGroup((positive,), hidden=(negative, companion)),
                     QueryGroup((negative, companion), hidden=(positive, companion))]
-        positive, negative, companion = self.positive_side, self.negative, self.companion
+        positive, negative, companion = self.positive_columns, self.negative, self.companion
         return [
             QueryGroup((self._image_side,), hidden=(companion,), flipped=True),
-            QueryGroup((positive,), hidden=(negative, companion)),
-            QueryGroup((negative, companion), hidden=(positive, companion)),
+            QueryGroup(positive, hidden=(negative, companion)),
+            QueryGroup((negative, companion), hidden=(*positive, companion)),
         ]
 
 
 class HunyuanVideoAdapter(FamilyAdapter):
-    """Reads the layout parameters off a Hunyuan Video 1.5 DiT and the model call's inputs."""
+    """Reads the layout parameters off a Hunyuan Video DiT (1.0, 1.5, HunyuanImage 2.1) and the
+    model call's inputs."""
 
     family = "hunyuan_video"
     default_patch_size = 1
-
-    def supports(self, diffusion_model) -> bool:
-        """Hunyuan Video 1.5: its condition-type embedding fixes the text order [vision ; byT5 ;
-        context]; Hunyuan Video 1.0 and HunyuanImage 2.1 (same class, context first) are not covered."""
-        return getattr(diffusion_model, "cond_type_embedding", None) is not None
 
     def pool_companion(self, context: torch.Tensor, negative_len: int) -> torch.Tensor:
         """z = (n + 1) mean(P) - sum(N) per row ([B, 1, D]): the token refiner's mean over
@@ -172,6 +183,7 @@ class HunyuanVideoAdapter(FamilyAdapter):
             image_first=getattr(blocks[0], "flipped_img_txt", False) is True,
             grid=grid,
             patch_size=patch,
+            byt5_first=getattr(diffusion_model, "cond_type_embedding", None) is not None,
         )
 
 

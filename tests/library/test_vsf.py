@@ -15,7 +15,6 @@ from negguide.harness import zoo
 from negguide.harness.attention_calls import record_below
 from negguide.nodes import vsf as vsf_node
 from negguide.nodes.vsf import NegGuideVSF
-from negguide.shapes_world.host_compat import complete_params
 
 SUPPORTED = [name for name in zoo.ARCHITECTURES if zoo.FAMILIES[name] in vsf_node.SUPPORTED_FAMILIES]
 NEGATIVE = "a red square"
@@ -427,19 +426,6 @@ def _apply_attention_method(node, model):
     return NegGuideNegToMe.execute(model, 0.9, 0.65, 0.0, 0.3, MODE_DIVERSITY)
 
 
-def _tiny_hunyuan_video():
-    import comfy.ldm.hunyuan_video.model
-    import comfy.supported_models
-
-    # what detection sets for a Hunyuan Video 1.0 checkpoint (complete_params adds meanflow_sum where this host has it)
-    return _unbuilt(comfy.supported_models.HunyuanVideo(complete_params({
-        "image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "patch_size": [1, 2, 2],
-        "vec_in_dim": None, "axes_dim": [4, 6, 6], "context_in_dim": 32, "hidden_size": 32, "mlp_ratio": 2.0,
-        "num_heads": 2, "depth": 1, "depth_single_blocks": 1, "theta": 256, "qkv_bias": True, "guidance_embed": False,
-        "byt5": False, "meanflow": False, "use_cond_type_embedding": False, "vision_in_dim": None,
-    }, comfy.ldm.hunyuan_video.model.HunyuanVideoParams)))
-
-
 def test_unsupported_model_names_its_family():
     """AuraFlow: a model family no method of the pack supports."""
     import comfy.supported_models
@@ -466,16 +452,6 @@ def test_a_family_no_hook_reaches_is_refused_with_the_reason(node):
     message = rf"{node} cannot act on ERNIE-Image models: its attention calls do not pass transformer_options.*NegGuideDNG"
     with pytest.raises(ValueError, match=message):
         _apply_attention_method(node, model)
-
-
-@pytest.mark.parametrize("node", ["NegGuideVSF", "NegGuideNegToMe"])
-def test_a_family_without_an_adapter_is_refused_with_the_reason(node):
-    """Hunyuan Video 1.0 (context first, masked in every block), a tiny model from the host's own
-    classes: the attention methods say why they do not support it yet and what to use instead
-    (Hunyuan Video 1.5, a subclass, is supported: test_hunyuan_video.py)."""
-    with pytest.raises(ValueError, match=rf"{node} does not support Hunyuan Video 1.0 / HunyuanImage 2.1 models: "
-                                         r".*adapter.*Hunyuan Video 1.5.*NegGuideDNG"):
-        _apply_attention_method(node, _tiny_hunyuan_video())
 
 
 def test_window_outside_the_schedule_is_identity():

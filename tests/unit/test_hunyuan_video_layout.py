@@ -13,9 +13,10 @@ DTYPE = torch.float64
 VISION, BYT5, P, N, REFERENCE, IMAGE = 2, 3, 5, 4, 2, 6
 
 
-def call(image_first: bool, negative_len: int = N) -> HunyuanVideoCall:
+def call(image_first: bool, negative_len: int = N, byt5_first: bool = True) -> HunyuanVideoCall:
     context = P + negative_len + (1 if negative_len else 0)  # [P ; N ; z] as VSF hands it to the model
-    return HunyuanVideoCall(VISION, BYT5, context, negative_len, REFERENCE, IMAGE, image_first, (1, 2, 3), 1)
+    return HunyuanVideoCall(VISION, BYT5, context, negative_len, REFERENCE, IMAGE, image_first, (1, 2, 3), 1,
+                            byt5_first=byt5_first)
 
 
 def roles(layout: HunyuanVideoCall, kind: str) -> list[str]:
@@ -23,7 +24,8 @@ def roles(layout: HunyuanVideoCall, kind: str) -> list[str]:
     context = ["P"] * P + ["N"] * layout.negative_len + ["z"] * layout.companion_len
     if kind == TEXT_ONLY:
         return context
-    text = ["vision"] * VISION + ["byt5"] * BYT5 + context
+    byt5 = ["byt5"] * BYT5
+    text = ["vision"] * VISION + (byt5 + context if layout.byt5_first else context + byt5)
     image = ["reference"] * REFERENCE + ["image"] * IMAGE
     return image + text if layout.image_first else text + image
 
@@ -64,7 +66,7 @@ def test_joint_positions_in_either_order(image_first):
     text = VISION + BYT5 + P + N + 1
     assert layout.length == text + REFERENCE + IMAGE and layout.context_len == P + N + 1
     start = REFERENCE + IMAGE if image_first else 0
-    assert layout.positive_side == (start, start + VISION + BYT5 + P)
+    assert layout.positive_columns == ((start, start + VISION + BYT5 + P),)
     assert layout.negative == (start + VISION + BYT5 + P, start + text - 1) and layout.companion == (start + text - 1, start + text)
     assert layout.image == ((REFERENCE, REFERENCE + IMAGE) if image_first else (text + REFERENCE, layout.length))
     assert layout.kind(layout.length, layout.length) == JOINT and layout.kind(P + N + 1, P + N + 1) == TEXT_ONLY
@@ -72,10 +74,23 @@ def test_joint_positions_in_either_order(image_first):
     assert call(image_first, 0).vsf_groups(JOINT, call(image_first, 0).length) == []  # NegToMe's layout
 
 
+@pytest.mark.parametrize("image_first", [False, True])
+def test_context_first_positions_put_byt5_after_the_companion(image_first):
+    """Hunyuan Video 1.0 / HunyuanImage 2.1: [vision ; P ; N ; z ; byT5]; the prompt side is two ranges."""
+    layout = call(image_first, byt5_first=False)
+    start = REFERENCE + IMAGE if image_first else 0
+    context = start + VISION
+    assert layout.context_start == context and layout.negative == (context + P, context + P + N)
+    assert layout.companion == (context + P + N, context + P + N + 1)
+    assert layout.positive_columns == ((start, context + P), (context + P + N + 1, context + P + N + 1 + BYT5))
+    assert layout.length == VISION + BYT5 + P + N + 1 + REFERENCE + IMAGE
+
+
+@pytest.mark.parametrize("byt5_first", [True, False])
 @pytest.mark.parametrize("kind", [JOINT, TEXT_ONLY])
 @pytest.mark.parametrize("image_first", [False, True])
-def test_grouped_attention_equals_the_dense_visibility(image_first, kind):
-    layout = call(image_first)
+def test_grouped_attention_equals_the_dense_visibility(image_first, kind, byt5_first):
+    layout = call(image_first, byt5_first=byt5_first)
     token_roles = roles(layout, kind)
     length = len(token_roles)
     generator = torch.Generator().manual_seed(0)
