@@ -22,7 +22,7 @@ gets the 2D sin-cos table SD3 checkpoints ship. Output layers are NOT zeroed, so
 non-trivial, input-dependent outputs. Components: "diffusion_model", "text_encoder", "vae".
 Same seed -> bitwise-identical weights in any process.
 
-Architectures (measured on the ComfyUI 0.3.75 tree; flux2 on 0.33). Parameter counts of
+Architectures (measured on the ComfyUI 0.3.75 tree; flux2 and flux2_dev on 0.33). Parameter counts of
 diffusion model / text encoder / VAE; "4 steps" = nodes.common_ksampler, euler/simple, 4 steps,
 cfg 1, one 64x64-pixel image, warm, best of 3, with torch.set_num_threads(1) on the 2-core CPU
 dev machine while other sessions loaded it (load average ~5); "decode" = nodes.VAEDecode of that
@@ -38,6 +38,7 @@ sd3         mmdit       1.63 M     6.54 M     2.46 M     0.08 s   0.08 s  [B,16,
 flux        flux        0.49 M     5.41 M     2.46 M     0.13 s   0.07 s  [B,16,H,W] TAESD
 chroma      flux        0.39 M     2.14 M     2.46 M     0.08 s   0.08 s  [B,16,H,W] TAESD
 flux2       flux2       0.43 M     5.50 M     37.56 M    0.13 s   0.08 s  [B,128,H,W] Flux.2 VAE (16x)
+flux2_dev   flux2       0.45 M     0.70 M     37.56 M    0.05 s   0.03 s  [B,128,H,W] Flux.2 VAE (16x)
 wan21       wan         0.16 M     1.05 M     0.92 M     0.06 s   0.16 s  [B,16,T,H,W] Wan 2.1 VAE
 wan22       wan         0.18 M     1.05 M     11.42 M    0.04 s   0.05 s  [B,48,T,H,W] TAEHV (16x)
 qwen_image  qwen_image  0.34 M     5.01 M     0.92 M     0.06 s   0.13 s  [B,16,1,H,W] Wan 2.1 VAE
@@ -48,9 +49,11 @@ hunyuan_v.  hunyuan_v.  7.70 M     5.04 M     11.37 M    0.01 s   0.02 s  [B,32,
 
 A build takes 0.5-2 s (mostly loading the tokenizer vocabularies, done once per process).
 Text-encoder sizes are dominated by the real vocabularies (49408 CLIP, 32128 T5, 128256 Llama 3, 152064 Qwen2.5,
-151936 Qwen3). The flux2 row was measured on ComfyUI 0.33 (the only supported host with Flux.2
-Klein), same settings, one 64x64-pixel image = a [1, 128, 4, 4] latent; its VAE count is mostly
-the encoder, whose width ComfyUI fixes (see below).
+151936 Qwen3; flux2_dev's generated tekken vocabulary has 583 tokens). The flux2 row was measured on
+ComfyUI 0.33 (the only supported host with Flux.2 Klein), same settings, one 64x64-pixel image = a
+[1, 128, 4, 4] latent; its VAE count is mostly the encoder, whose width ComfyUI fixes (see below).
+The flux2_dev row was measured later on 0.33 with the machine nearly idle (load average ~1.4),
+where flux2 took 0.05 s / 0.03 s in the same run: compare it with that, not with the rows above.
 
 Per architecture (what is real, what is shrunk, what deviates):
 
@@ -92,6 +95,31 @@ Per architecture (what is real, what is shrunk, what deviates):
   has Flux.2 but no Klein/Qwen3 encoder): ``unavailable_reason("flux2")`` names what a host
   lacks, ``build`` raises it, and tests/library/conftest.py skips every test parametrised with
   an unavailable architecture with that reason.
+- flux2_dev: Flux.2 dev, what ComfyUI builds for it: the flux2 DiT (the same
+  comfy.supported_models.Flux2 config: comfy/model_detection.py tells dev from Klein only by the
+  widths and the guidance embedder) WITH the guidance embedding (dev is guidance-distilled;
+  model_base.Flux passes guidance 3.5 unless FluxGuidance sets it), context_in_dim 3 x 32 = 96. Text
+  encoder: ComfyUI's Flux.2 dev encoder (flux2_te: Mistral3_24BModel -> llama.Mistral3Small24B,
+  hidden 32, 1 head, 1 KV head; head_dim 128 fixed by ComfyUI) returning the hidden states before
+  layers 10, 20 and 30 concatenated. It is built pruned, as ComfyUI loads pruned Flux.2 dev encoder
+  files: 30 layers and no final norm (ComfyUI drops it below 40 layers and then takes layer 30's
+  input from the last layer's output), which gives exactly the states a 40-layer model gives
+  (checked against one). Tokenizer: Flux2Tokenizer (Mistral3Tokenizer: start token 1, pad 11 on the
+  left, min_length 1, so no padding; Flux.2's system-prompt chat template: text length = prompt
+  tokens + 32). DEVIATION: real encoder files carry their tokenizer (a Mistral "tekken" JSON, ~131k
+  tokens) as a tensor, and ComfyUI ships none, so :func:`tekken_json` generates a tiny valid one
+  (Mistral's 20 special tokens at their usual ranks, the 256 bytes, whole-word tokens for the
+  template's words and a few common prompt words; 583 ids, the encoder's vocab_size) and the zoo
+  hands it to the tokenizer as comfy.sd does (tokenizer_data["tekken_model"], a uint8 tensor that
+  Mistral3Tokenizer.state_dict, and so CLIP.get_sd, returns; CLIP.clone shares the tokenizer). Other
+  words split into word prefixes and bytes, so their token counts are not a real vocabulary's.
+  model_base.Flux2 left-pads the shorter Mistral context with zeros to 512 tokens, as with real dev
+  prompts. VAE: flux2's. A build takes ~0.3 s and one prompt encode ~0.015 s. Needs a host whose
+  Flux.2 dev tokenizer reads a tekken vocabulary: ComfyUI 0.33 parses it itself
+  (bpe_tokenizer.from_tekken_json); 0.3.75 converts it with transformers'
+  MistralConverter(vocab=..., additional_special_tokens=...), an API the installed transformers 5
+  replaced (it takes a tekken file path), so real Flux.2 dev text encoders do not load there either:
+  ``unavailable_reason("flux2_dev")`` gives the error the probe gets.
 - wan21: Wan 2.1 t2v (1.3B-style cross-attention DiT): dim 64, ffn 128, 2 heads of 32, 2 blocks,
   patch (1,2,2). Text encoder: ComfyUI's UMT5-XXL class (d_model 32, 2 layers, masked padding
   zeroed like Wan) fed 512 tokens like Wan, BUT tokenized with ComfyUI's shipped T5 vocabulary:
@@ -147,8 +175,8 @@ Per architecture (what is real, what is shrunk, what deviates):
   lighttae_hv15 (16x, HunyuanVideo15 latent format). The "hunyuan_v." row (name hunyuan_video15,
   family hunyuan_video) was measured on 0.33 with a NegBench run loading the other core.
 
-Every other architecture builds on ComfyUI 0.3.75 and 0.33; flux2 builds on 0.33 only, hidream
-on 0.3.75 only.
+Every other architecture builds on ComfyUI 0.3.75 and 0.33; flux2 and flux2_dev build on 0.33 only,
+hidream on 0.3.75 only.
 Where text and image tokens sit in each one's attention calls is pinned down by
 tests/library/test_attention_layout.py.
 """
@@ -166,8 +194,8 @@ import torch
 
 from ..shapes_world.host_compat import complete_params
 
-ARCHITECTURES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux", "chroma", "flux2", "wan21", "wan22", "qwen_image",
-                                  "z_image", "hidream", "hunyuan_video15")
+ARCHITECTURES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux", "chroma", "flux2", "flux2_dev", "wan21", "wan22",
+                                  "qwen_image", "z_image", "hidream", "hunyuan_video15")
 
 FAMILIES: dict[str, str] = {
     "sd15": "unet",
@@ -176,6 +204,7 @@ FAMILIES: dict[str, str] = {
     "flux": "flux",
     "chroma": "flux",
     "flux2": "flux2",
+    "flux2_dev": "flux2",
     "wan21": "wan",
     "wan22": "wan",
     "qwen_image": "qwen_image",
@@ -189,12 +218,12 @@ VIDEO_LATENT: frozenset[str] = frozenset({"wan21", "wan22", "qwen_image", "hunyu
 
 # Latent channels per architecture (the latent_format's latent_channels).
 LATENT_CHANNELS: dict[str, int] = {
-    "sd15": 4, "sdxl": 4, "sd3": 16, "flux": 16, "chroma": 16, "flux2": 128, "wan21": 16, "wan22": 48,
-    "qwen_image": 16, "z_image": 16, "hidream": 16, "hunyuan_video15": 32,
+    "sd15": 4, "sdxl": 4, "sd3": 16, "flux": 16, "chroma": 16, "flux2": 128, "flux2_dev": 128, "wan21": 16,
+    "wan22": 48, "qwen_image": 16, "z_image": 16, "hidream": 16, "hunyuan_video15": 32,
 }
 
 # Pixels per latent cell along height and width (the latent_format's spacial_downscale_ratio).
-LATENT_DOWNSCALE: dict[str, int] = {name: 16 if name in ("flux2", "wan22", "hunyuan_video15") else 8
+LATENT_DOWNSCALE: dict[str, int] = {name: 16 if name in ("flux2", "flux2_dev", "wan22", "hunyuan_video15") else 8
                                     for name in ARCHITECTURES}
 
 # The ComfyUI classes each architecture is built from that some supported host may lack, as
@@ -203,6 +232,9 @@ _NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
     "flux2": (("comfy.supported_models", "Flux2"), ("comfy.model_base", "Flux2"),
               ("comfy.latent_formats", "Flux2"), ("comfy.text_encoders.flux", "KleinTokenizer"),
               ("comfy.text_encoders.flux", "klein_te"), ("comfy.text_encoders.llama", "Qwen3_4B")),
+    "flux2_dev": (("comfy.supported_models", "Flux2"), ("comfy.model_base", "Flux2"),
+                  ("comfy.latent_formats", "Flux2"), ("comfy.text_encoders.flux", "Flux2Tokenizer"),
+                  ("comfy.text_encoders.flux", "flux2_te"), ("comfy.text_encoders.llama", "Mistral3Small24B")),
     "z_image": (("comfy.supported_models", "ZImage"), ("comfy.model_base", "Lumina2"),
                 ("comfy.text_encoders.z_image", "ZImageTokenizer"), ("comfy.text_encoders.z_image", "te"),
                 ("comfy.text_encoders.llama", "Qwen3_4B")),
@@ -218,7 +250,8 @@ _NEEDS_FILES: dict[str, tuple[str, ...]] = {
 
 def unavailable_reason(name: str) -> str | None:
     """Why architecture ``name`` cannot be built on this ComfyUI host (the classes or tokenizer
-    files it lacks), or None when it can. Decided by what the host has, never by its version."""
+    files it lacks, or what fails when its _NEEDS_WORKING probe tries it), or None when it can.
+    Decided by what the host has and does, never by its version."""
     import importlib
     from pathlib import Path
 
@@ -237,6 +270,11 @@ def unavailable_reason(name: str) -> str | None:
     if absent:
         return (f"zoo architecture {name!r} needs tokenizer files this ComfyUI tree lacks: {', '.join(absent)} "
                 "(the real tokenizer, which no stand-in replaces)")
+    if name in _NEEDS_WORKING:
+        needed, probe = _NEEDS_WORKING[name]
+        failure = probe()
+        if failure is not None:
+            return f"zoo architecture {name!r} needs {needed}, which this host lacks: {failure}"
     return None
 
 
@@ -404,14 +442,15 @@ def _shared_tokenizer(tokenizer_cls):
     return make
 
 
-def _clip(name: str, seed: int, tokenizer, clip_model, model_options: dict):
-    """A real comfy.sd.CLIP around a ComfyUI text-encoder class with tiny configs."""
+def _clip(name: str, seed: int, tokenizer, clip_model, model_options: dict, tokenizer_data: dict | None = None):
+    """A real comfy.sd.CLIP around a ComfyUI text-encoder class with tiny configs; ``tokenizer_data``
+    is what comfy.sd hands the tokenizer from a text-encoder file (e.g. a Mistral "tekken_model")."""
     import comfy.sd
     import comfy.supported_models_base
 
     options = {"dtype": torch.float32, **model_options}
     target = comfy.supported_models_base.ClipTarget(_shared_tokenizer(tokenizer), clip_model)
-    clip = comfy.sd.CLIP(target, model_options=options)
+    clip = comfy.sd.CLIP(target, tokenizer_data=tokenizer_data or {}, model_options=options)
     initialise(clip.cond_stage_model, _generator(name, "text_encoder", seed))
     return clip
 
@@ -458,8 +497,9 @@ def _clip_config(hidden: int, heads: int = 2, layers: int = 3, projection: int |
             "num_hidden_layers": layers, "projection_dim": projection or hidden}
 
 
-def _qwen3_config(hidden: int, layers: int) -> dict:
-    """A tiny Qwen3 text model (one attention head, one KV head: the cheapest encode)."""
+def _llm_config(hidden: int, layers: int) -> dict:
+    """A tiny decoder-only LLM text model (ComfyUI's Qwen3 / Mistral classes): one attention head,
+    one KV head, the cheapest encode."""
     return {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": layers,
             "num_attention_heads": 1, "num_key_value_heads": 1}
 
@@ -582,23 +622,134 @@ def _build_chroma(name, seed):
     return model, clip, _taesd_vae(name, seed, 16)
 
 
-def _build_flux2(name, seed):
+def _flux2_unet_config(context_in_dim: int, guidance_embed: bool) -> dict:
+    """The Flux.2 DiT as comfy/model_detection.py configures every Flux.2 checkpoint (Klein and dev
+    alike: detection tells them apart only by the widths it reads and by the guidance embedder's
+    keys), at the zoo's tiny widths: hidden 64, 2 heads of 32, 2 double + 2 single blocks. Text
+    positions run along the 4th RoPE axis: txt_ids_dims [3] where FluxParams has the field (0.3.75's
+    has none and numbers Flux.2 text along that axis itself)."""
     import comfy.ldm.flux.model
+
+    params = comfy.ldm.flux.model.FluxParams
+    config = {"image_model": "flux2", "in_channels": 128, "out_channels": 128, "vec_in_dim": None,
+              "context_in_dim": context_in_dim, "hidden_size": 64, "num_heads": 2, "axes_dim": [8, 8, 8, 8],
+              "depth": 2, "depth_single_blocks": 2, "mlp_ratio": 3.0, "theta": 2000, "patch_size": 1,
+              "qkv_bias": False, "guidance_embed": guidance_embed, "global_modulation": True, "mlp_silu_act": True,
+              "ops_bias": False, "default_ref_method": "index", "ref_index_scale": 10.0}
+    if "txt_ids_dims" in {field.name for field in dataclasses.fields(params)}:
+        config["txt_ids_dims"] = [3]
+    return complete_params(config, params)
+
+
+def _build_flux2(name, seed):
+    """Flux.2 Klein 4B: no guidance embedding (Klein is distilled), the Qwen3-4B encoder."""
     import comfy.supported_models
     import comfy.text_encoders.flux
 
     te_hidden = 32
-    unet_config = complete_params(
-        {"image_model": "flux2", "in_channels": 128, "out_channels": 128, "vec_in_dim": None,
-         # the Klein encoder concatenates the hidden states of its layers 9, 18 and 27
-         "context_in_dim": 3 * te_hidden, "hidden_size": 64, "num_heads": 2, "axes_dim": [8, 8, 8, 8],
-         "depth": 2, "depth_single_blocks": 2, "mlp_ratio": 3.0, "theta": 2000, "patch_size": 1,
-         "qkv_bias": False, "guidance_embed": False, "txt_ids_dims": [3], "global_modulation": True,
-         "mlp_silu_act": True, "ops_bias": False, "default_ref_method": "index", "ref_index_scale": 10.0},
-        comfy.ldm.flux.model.FluxParams)
-    model = _diffusion(name, seed, comfy.supported_models.Flux2, unet_config)
+    # the Klein encoder concatenates the hidden states of its layers 9, 18 and 27
+    model = _diffusion(name, seed, comfy.supported_models.Flux2,
+                       _flux2_unet_config(3 * te_hidden, guidance_embed=False))
     clip = _clip(name, seed, comfy.text_encoders.flux.KleinTokenizer, comfy.text_encoders.flux.klein_te(),
-                 {"qwen3_4b_model_config": _qwen3_config(te_hidden, layers=28)})
+                 {"qwen3_4b_model_config": _llm_config(te_hidden, layers=28)})
+    return model, clip, _flux2_vae(name, seed)
+
+
+# Mistral's special tokens at the ranks every tekken vocabulary gives them (mistral_common's
+# Tekkenizer.DEPRECATED_SPECIAL_TOKENS); Flux.2 dev's template uses <s> (ComfyUI's start token 1),
+# [SYSTEM_PROMPT], [/SYSTEM_PROMPT], [INST] and [/INST], and ComfyUI pads with <pad> (11).
+_TEKKEN_SPECIALS = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                    "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]",
+                    "[IMG_END]", "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
+                    "[TOOL_CONTENT]")
+# Whole-word tokens, as a real 131k-token vocabulary has them: the words of Flux.2 dev's system
+# prompt (the template is then 32 tokens, about what the real vocabulary gives) and a few common
+# prompt words; other words split into word prefixes and bytes.
+_TEKKEN_WORDS = ("You", "are", "an", "AI", "that", "reasons", "about", "image", "descriptions", "give",
+                 "structured", "responses", "focusing", "on", "object", "relationships", "attribution", "and",
+                 "actions", "without", "speculation", "a", "the", "of", "in", "with", "at", "red", "blue", "green",
+                 "car", "cat", "dog", "sun", "sky", "tree", "house", "photo", "night")
+# The split pattern both ComfyUI loaders apply to tekken vocabularies (0.33's bpe_tokenizer reads
+# no other; real tekken files carry Mistral's own, which it does not read either).
+_TEKKEN_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+                   r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
+
+
+def _tekken_pieces() -> list[bytes]:
+    """The byte-level BPE vocabulary in rank order: the 256 single bytes, then every prefix (2 bytes
+    and longer) of each _TEKKEN_WORDS word and of the word after a space, shorter ones first. Each
+    prefix is the one before it plus a byte, so both loaders derive a merge for it and BPE always
+    merges a listed word, with or without its leading space, into one token."""
+    prefixes = dict.fromkeys(word[:end] for text in _TEKKEN_WORDS for word in (text.encode(), b" " + text.encode())
+                             for end in range(2, len(word) + 1))
+    return [bytes([b]) for b in range(256)] + sorted(prefixes, key=len)
+
+
+def tekken_json() -> bytes:
+    """A valid tiny Mistral "tekken" tokenizer file (what real Flux.2 dev text-encoder files carry
+    as their "tekken_model" tensor; ComfyUI ships none): the special tokens by token_str at
+    Mistral's ranks 0-19, then the byte-level vocabulary of :func:`_tekken_pieces` as base64
+    token_bytes (ranks from 0, ids after the specials). Token ids run 0..TEKKEN_VOCAB_SIZE - 1."""
+    import base64
+    import json
+
+    def entry(rank: int, piece: bytes) -> dict:
+        try:
+            text = piece.decode("utf-8")
+        except UnicodeDecodeError:  # a lone byte of a multi-byte character: real files give null
+            text = None
+        return {"rank": rank, "token_bytes": base64.b64encode(piece).decode("ascii"), "token_str": text}
+
+    pieces = _tekken_pieces()
+    return json.dumps({
+        "config": {"pattern": _TEKKEN_PATTERN, "num_vocab_tokens": len(pieces),
+                   "default_vocab_size": TEKKEN_VOCAB_SIZE, "default_num_special_tokens": len(_TEKKEN_SPECIALS),
+                   "version": "v7"},
+        "vocab": [entry(rank, piece) for rank, piece in enumerate(pieces)],
+        "special_tokens": [{"rank": rank, "token_str": token, "is_control": True}
+                           for rank, token in enumerate(_TEKKEN_SPECIALS)],
+    }).encode("utf-8")
+
+
+TEKKEN_VOCAB_SIZE = len(_TEKKEN_SPECIALS) + len(_tekken_pieces())
+
+
+def _mistral_tokenizer_data() -> dict:
+    """The tokenizer_data comfy.sd gives Flux2Tokenizer for a Mistral text-encoder file: the tekken
+    file as the uint8 tensor the checkpoint stores it as (so CLIP.get_sd can save it again)."""
+    return {"tekken_model": torch.frombuffer(bytearray(tekken_json()), dtype=torch.uint8)}
+
+
+@functools.lru_cache(maxsize=None)
+def _mistral_tokenizer_failure() -> str | None:
+    """Why this host cannot tokenize with ComfyUI's Flux.2 dev tokenizer over a tekken
+    vocabulary (ComfyUI 0.3.75 converts it with a transformers MistralConverter API that newer
+    transformers replaced), or None when it can."""
+    import comfy.text_encoders.flux
+
+    try:
+        comfy.text_encoders.flux.Flux2Tokenizer(tokenizer_data=_mistral_tokenizer_data()).tokenize_with_weights("a")
+    except Exception as error:  # whatever fails, this host cannot tokenize
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _build_flux2_dev(name, seed):
+    """Flux.2 dev: the Flux.2 DiT with the guidance embedding (dev is guidance-distilled) and
+    ComfyUI's Mistral Small 3 (24B) encoder, tiny, with a generated tekken vocabulary."""
+    import comfy.supported_models
+    import comfy.text_encoders.flux
+
+    te_hidden = 32
+    # the Mistral encoder concatenates the hidden states of its layers 10, 20 and 30
+    model = _diffusion(name, seed, comfy.supported_models.Flux2,
+                       _flux2_unet_config(3 * te_hidden, guidance_embed=True))
+    # pruned: 30 layers and no final norm, ComfyUI's own configuration for pruned Flux.2 dev
+    # encoder files; it gives layer 30's input as the output of the last layer, so the states of
+    # layers 10, 20 and 30 equal a 40-layer model's.
+    clip = _clip(name, seed, comfy.text_encoders.flux.Flux2Tokenizer, comfy.text_encoders.flux.flux2_te(pruned=True),
+                 {"mistral3_24b_model_config": {**_llm_config(te_hidden, layers=30), "vocab_size": TEKKEN_VOCAB_SIZE}},
+                 tokenizer_data=_mistral_tokenizer_data())
     return model, clip, _flux2_vae(name, seed)
 
 
@@ -760,17 +911,24 @@ def _build_z_image(name, seed):
                    "pad_tokens_multiple": 32}
     model = _diffusion(name, seed, comfy.supported_models.ZImage, unet_config)
     clip = _clip(name, seed, comfy.text_encoders.z_image.ZImageTokenizer, comfy.text_encoders.z_image.te(),
-                 {"qwen3_4b_model_config": _qwen3_config(te_hidden, layers=3)})  # layer -2 (Z-Image's) needs >= 3
+                 {"qwen3_4b_model_config": _llm_config(te_hidden, layers=3)})  # layer -2 (Z-Image's) needs >= 3
     return model, clip, _taesd_vae(name, seed, 16)
 
 
 _BUILDERS: dict[str, Callable] = {
     "sd15": _build_sd15, "sdxl": _build_sdxl, "sd3": _build_sd3, "flux": _build_flux,
-    "chroma": _build_chroma, "flux2": _build_flux2, "wan21": _build_wan21, "wan22": _build_wan22,
+    "chroma": _build_chroma, "flux2": _build_flux2, "flux2_dev": _build_flux2_dev, "wan21": _build_wan21,
+    "wan22": _build_wan22,
     "qwen_image": _build_qwen_image,
     "z_image": _build_z_image,
     "hidream": _build_hidream,
     "hunyuan_video15": _build_hunyuan_video15,
+}
+
+# What an architecture needs to work on a host beyond its classes, as (what, probe): the probe
+# tries it and returns why it fails, or None.
+_NEEDS_WORKING: dict[str, tuple[str, Callable[[], str | None]]] = {
+    "flux2_dev": ("ComfyUI's Flux.2 dev tokenizer working over a tekken vocabulary", _mistral_tokenizer_failure),
 }
 
 _cache: dict[tuple[str, int], ZooModel] = {}

@@ -251,14 +251,15 @@ def test_reference_image_is_encoded_with_the_vae():
     assert out.shape[0] == 2 and torch.isfinite(out).all()
 
 
-@pytest.mark.zoo_architecture("flux2")
-def test_flux2_merge_covers_every_image_token_and_no_text_token():
-    """Flux.2 (patch 1 over 128-channel latents, text padded to 512 tokens): with tau = -1 every
+@pytest.mark.parametrize("name", ["flux2", "flux2_dev"])
+def test_flux2_merge_covers_every_image_token_and_no_text_token(name):
+    """Flux.2 Klein and dev (patch 1 over 128-channel latents, text padded to 512 tokens: by
+    Klein's tokenizer, by model_base.Flux2 for dev's shorter Mistral prompt): with tau = -1 every
     image token is matched, so in every double and single block each image token of the
     non-reference images changes, exactly as the closed-form merge of the raw attention output
     says, and the text tokens and the reference image (row 0) do not. A 96x64-pixel image is
     6 x 4 = 24 image tokens: a patch-2 layout would reach only 6 of them."""
-    entry = zoo.build("flux2")
+    entry = zoo.build(name)
     dm = entry.model.model.diffusion_model
     alpha, text_len, image_len, batch = 0.9, 512, (96 // 16) * (64 // 16), 3
 

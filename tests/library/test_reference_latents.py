@@ -25,7 +25,7 @@ from negguide.nodes.negtome import apply_negtome
 from negguide.nodes.schedule import SigmaWindow
 from negguide.nodes.vsf import NegGuideVSF
 
-EDIT_MODELS = ["flux", "flux2", "qwen_image"]
+EDIT_MODELS = ["flux", "flux2", "flux2_dev", "qwen_image"]
 PROMPT, NEGATIVE = "a blue circle on grass", "a red square"
 WIDTH, HEIGHT = 96, 64  # not square, so a transposed reference would not fit
 
@@ -40,11 +40,13 @@ def with_reference(entry, conditioning, seed=3):
 
 def token_counts(entry):
     """(text, image) tokens of one model call at WIDTH x HEIGHT: the reference adds as many
-    tokens as the image (same size)."""
+    tokens as the image (same size). model_base.Flux2 left-pads a context shorter than 512 tokens
+    (Flux.2 dev's Mistral prompt) to 512."""
     adapter = family_adapter_of(entry.model, "test", ("flux", "flux2", "qwen_image"))
     latent = entry.empty_latent(WIDTH, HEIGHT, 1)["samples"]
     layout = adapter.call_layout(entry.model.model.diffusion_model, tuple(latent.shape), 0, 0, {}, "test")
-    return entry.encode(PROMPT)[0][0].shape[1], layout.image_len
+    text = entry.encode(PROMPT)[0][0].shape[1]
+    return max(text, 512) if entry.family == "flux2" else text, layout.image_len
 
 
 def run_once(entry, model, batch=1):

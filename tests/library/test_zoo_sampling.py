@@ -21,8 +21,8 @@ from negguide.harness import host, zoo
 STEPS = 3
 WIDTH, HEIGHT = 64, 64  # pixels
 BATCH = 2
-EXPECTED = ("sd15", "sdxl", "sd3", "flux", "chroma", "flux2", "wan21", "wan22", "qwen_image", "z_image", "hidream",
-            "hunyuan_video15")
+EXPECTED = ("sd15", "sdxl", "sd3", "flux", "chroma", "flux2", "flux2_dev", "wan21", "wan22", "qwen_image", "z_image",
+            "hidream", "hunyuan_video15")
 
 
 def sample(z, positive, negative, cfg, seed=7, batch_size=BATCH, steps=STEPS):
@@ -45,9 +45,10 @@ def test_architectures_cover_every_family():
 
 
 def test_unavailable_architectures_say_why_and_refuse_to_build():
-    """flux2 needs classes 0.3.75 lacks, hidream a tokenizer file the 0.33.0 snapshot lacks; every
-    other architecture builds on every supported host."""
-    optional = ("flux2", "hidream")
+    """flux2 needs classes 0.3.75 lacks, flux2_dev a Mistral tokenizer that works on the host (0.3.75's
+    needs an older transformers), hidream a tokenizer file the 0.33.0 snapshot lacks; every other
+    architecture builds on every supported host."""
+    optional = ("flux2", "flux2_dev", "hidream")
     assert all(zoo.unavailable_reason(n) is None for n in EXPECTED if n not in optional)
     assert zoo.available_architectures() == tuple(n for n in EXPECTED if zoo.unavailable_reason(n) is None)
     for name in optional:
@@ -139,7 +140,7 @@ def test_empty_latent_matches_the_stock_nodes(name):
     if z.latent_channels == 4:
         stock = nodes.EmptyLatentImage().generate(96, 64, 3)[0]["samples"]
         assert stock.shape == latent.shape
-    if name == "flux2":
+    if zoo.FAMILIES[name] == "flux2":
         from comfy_extras.nodes_flux import EmptyFlux2LatentImage
 
         stock = EmptyFlux2LatentImage.execute(96, 64, 3).args[0]["samples"]
@@ -183,3 +184,40 @@ def test_build_is_deterministic_across_processes():
     theirs = json.loads(line[len("DIGESTS="):])
     ours = {n: zoo.digest(zoo.build(n, seed=0)) for n in zoo.available_architectures()}
     assert theirs == ours
+
+
+@pytest.mark.zoo_architecture("flux2_dev")
+def test_flux2_dev_encodes_with_comfys_mistral_over_the_generated_tekken_vocabulary():
+    """Flux.2 dev's tokenizer reads the generated tekken file as it reads a real encoder file's:
+    start token 1, Flux.2's system-prompt template, no padding, every id inside the tiny
+    vocabulary, listed words as one token each; a clone tokenizes the same and CLIP.get_sd carries
+    the file as the uint8 tensor a checkpoint stores. The pruned 30-layer encoder (no final norm)
+    gives exactly the states of layers 10, 20 and 30 of a 40-layer one with the same weights."""
+    import comfy.sd
+    import comfy.supported_models_base
+    import comfy.text_encoders.flux
+
+    z = zoo.build("flux2_dev")
+    tokenizer = z.clip.tokenizer
+    ids = [token[0] for token in z.clip.tokenize("a red car")["mistral3_24b"][0]]
+    empty = [token[0] for token in z.clip.tokenize("")["mistral3_24b"][0]]
+    assert ids[0] == 1 and tokenizer.mistral3_24b.pad_token not in ids and max(ids) < zoo.TEKKEN_VOCAB_SIZE
+    assert tokenizer.mistral3_24b.decode(ids, skip_special_tokens=False) == "<s>" + tokenizer.llama_template.format(
+        "a red car")
+    assert len(ids) == len(empty) + 3  # "a", " red", " car"
+    assert [token[0] for token in z.clip.clone().tokenize("a red car")["mistral3_24b"][0]] == ids
+    tekken = z.clip.get_sd()["tekken_model"]
+    assert tekken.dtype == torch.uint8 and bytes(tekken.numpy()) == zoo.tekken_json()
+
+    config = {**zoo._llm_config(32, layers=40), "vocab_size": zoo.TEKKEN_VOCAB_SIZE}
+    target = comfy.supported_models_base.ClipTarget(comfy.text_encoders.flux.Flux2Tokenizer,
+                                                    comfy.text_encoders.flux.flux2_te())
+    full = comfy.sd.CLIP(target, tokenizer_data={"tekken_model": tekken},
+                         model_options={"dtype": torch.float32, "mistral3_24b_model_config": config})
+    assert len(full.cond_stage_model.mistral3_24b.transformer.model.layers) == 40
+    zoo.initialise(full.cond_stage_model, torch.Generator().manual_seed(0))  # layers 30-39 and the final norm
+    missing, unexpected = full.cond_stage_model.load_state_dict(z.clip.cond_stage_model.state_dict(), strict=False)
+    assert not unexpected
+    missing_layers = {key.split(".layers.")[1].split(".")[0] for key in missing if ".layers." in key}
+    assert missing_layers == {str(i) for i in range(30, 40)}
+    assert torch.equal(nodes.CLIPTextEncode().encode(full, "a red car")[0][0][0], z.encode("a red car")[0][0])
