@@ -135,11 +135,12 @@ def padded_positive(entry, pad: int):
     return [[torch.cat([context, padding.to(context)], 1), {**extras, "attention_mask": mask}]]
 
 
-def context_as_the_model_sees_it(entry, context):
+def context_as_the_model_sees_it(entry, context, extras):
     """The text context after the model's own extra_conds: model_base.Flux2 front-pads a context
     shorter than 512 tokens (Flux.2 dev's Mistral prompts) but leaves a Redux bias as it is, so a
     bias built for the unpadded context fails in the plain model; build it for this one."""
-    return entry.model.model.extra_conds(cross_attn=context)["c_crossattn"].cond
+    unmasked = {k: v for k, v in extras.items() if not k.startswith("attention_mask")}
+    return entry.model.model.extra_conds(cross_attn=context, **unmasked)["c_crossattn"].cond
 
 
 def joint_bias_positive(entry):
@@ -147,7 +148,7 @@ def joint_bias_positive(entry):
     (StyleModelApply's attn_bias: [1, T + 1, T + 1] over the text and a 1x1 image reference,
     which model_base.Flux scales to the image's token grid): text token 0 damped for every query."""
     (context, extras), = entry.encode("a blue circle on grass")
-    context = context_as_the_model_sees_it(entry, context)
+    context = context_as_the_model_sees_it(entry, context, extras)
     length = context.shape[1] + 1
     bias = torch.zeros(1, length, length)
     bias[..., 0] = math.log(0.05)
