@@ -22,8 +22,9 @@ posterior p per image (mean and max over the steps).
 
 Methods: ``cfg``, ``vsf`` (the negative without its text-independent start token, the product
 default), ``vsf_keep_start`` (with it: decision 4a of issue 15), ``negtome`` (diversity mode, no
-negative), ``dng`` (NegGuideDNGGuider, posterior against the empty prompt's prediction),
-``dng_positive_reference`` (posterior against the positive's: decision 4b), ``dns`` (auto-DNP:
+negative, threshold 0.65, steps 0-0.3), ``negtome_long_window`` (threshold 0.5, steps 0-0.6), ``dng`` (NegGuideDNGGuider, posterior against the empty prompt's prediction),
+``dng_positive_reference`` (posterior against the positive's: decision 4b), ``dng_few_step``
+(``dng`` at temperature 0.05 and p_max 0.5, the setting measured for 4-step models), ``dns`` (auto-DNP:
 the DNS image of each seed, captioned by the judge, is that seed's negative; run once per
 prompt). Requires ComfyUI booted in this process.
 """
@@ -197,19 +198,23 @@ def _cfg(world: World, prompt: str, negative: str, seed: int, batch: int) -> Sam
     return Sampled(world.ksample(world.model, world.encode(prompt), world.encode(negative), world.setting.cfg, seed, batch))
 
 
-def _negtome(world: World, prompt: str, negative: str | None, seed: int, batch: int) -> Sampled:
-    from ..nodes.negtome import MODE_DIVERSITY, NegGuideNegToMe
+def _negtome(threshold: float, end: float):
+    """NegToMe in diversity mode, alpha 0.9 (the reference's Flux value), from the first step to ``end``."""
+    def sample(world: World, prompt: str, negative: str | None, seed: int, batch: int) -> Sampled:
+        from ..nodes.negtome import MODE_DIVERSITY, NegGuideNegToMe
 
-    model = NegGuideNegToMe.execute(world.model, 0.9, 0.65, 0.0, 0.3, MODE_DIVERSITY).args[0]
-    return Sampled(world.ksample(model, world.encode(prompt), world.encode(""), world.setting.plain_cfg, seed, batch))
+        model = NegGuideNegToMe.execute(world.model, 0.9, threshold, 0.0, end, MODE_DIVERSITY).args[0]
+        return Sampled(world.ksample(model, world.encode(prompt), world.encode(""), world.setting.plain_cfg, seed, batch))
+    return sample
 
 
-def _dng(posterior_reference: str):
+def _dng(posterior_reference: str, **params):
+    """DNG at the paper's SD hyper-parameters, or with ``params`` (DNGParams fields) changed."""
     def sample(world: World, prompt: str, negative: str, seed: int, batch: int) -> Sampled:
         from ..guidance.dng import DNGParams
         from ..nodes.dng import DNGGuider
 
-        guider = DNGGuider(world.model, DNGParams().validate(), posterior_reference=posterior_reference)
+        guider = DNGGuider(world.model, DNGParams(**params).validate(), posterior_reference=posterior_reference)
         guider.set_conds(world.encode(prompt), world.encode(negative), world.encode(""))
         guider.set_cfg(world.setting.cfg)
         latent = world.guider_sample(guider, seed, batch)
@@ -242,9 +247,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("cfg", _cfg, guided_baseline, True),
     Method("vsf", _vsf(drop_start_token=True), plain_baseline, True),
     Method("vsf_keep_start", _vsf(drop_start_token=False), plain_baseline, True),
-    Method("negtome", _negtome, plain_baseline, False),
+    Method("negtome", _negtome(0.65, 0.3), plain_baseline, False),
+    # A longer window and a lower similarity threshold (issue 15's 1.3x diversity target)
+    Method("negtome_long_window", _negtome(0.5, 0.6), plain_baseline, False),
     Method("dng", _dng("empty"), guided_baseline, True),
     Method("dng_positive_reference", _dng("positive"), guided_baseline, True),
+    # Few-step setting (issue 15, 4b): a lower temperature and a lambda cap of lambda0 (p_max 0.5),
+    # so one 4-step update cannot take p from the prior to p_max (lambda 15 -> 1485) and blow up x.
+    Method("dng_few_step", _dng("empty", tau=0.05, p_max=0.5), guided_baseline, True),
     Method("dns", _dns, guided_baseline, False),
 )}
 
@@ -445,7 +455,7 @@ def beyond_control(cells: list[Cell], method: str) -> Estimate | None:
 def verdicts(cells: list[Cell]) -> list[str]:
     """One line per claim that these cells can test, each with its numbers."""
     lines = []
-    for method in ("cfg", "vsf", "vsf_keep_start", "dng", "dng_positive_reference"):
+    for method in ("cfg", "vsf", "vsf_keep_start", "dng", "dng_positive_reference", "dng_few_step"):
         related, neutral = _cell(cells, method, "related"), _cell(cells, method, "neutral")
         if related is None or neutral is None:
             continue
@@ -453,21 +463,25 @@ def verdicts(cells: list[Cell]) -> list[str]:
         holds = removal.high < 0 and beyond.high < 0
         lines.append(f"{method}: a related negative removes the target: {removal} vs the baseline, {beyond} beyond the "
                      f"neutral negative (which changes it by {control}) -> {'holds' if holds else 'not shown'}")
-    cfg_unrelated, dng_unrelated = _cell(cells, "cfg", "unrelated"), _cell(cells, "dng", "unrelated")
-    cfg_related, dng_related = _cell(cells, "cfg", "related"), _cell(cells, "dng", "related")
-    if cfg_unrelated and dng_unrelated and cfg_related and dng_related:
+    cfg_unrelated, cfg_related = _cell(cells, "cfg", "unrelated"), _cell(cells, "cfg", "related")
+    for dng in ("dng", "dng_few_step"):
+        dng_unrelated, dng_related = _cell(cells, dng, "unrelated"), _cell(cells, dng, "related")
+        if not (cfg_unrelated and dng_unrelated and cfg_related and dng_related):
+            continue
         c, d = cfg_unrelated["pixel_change"], dng_unrelated["pixel_change"]
         holds = d.high <= c.mean / 3
-        lines.append(f"dng: an unrelated negative changes the image <= 1/3 of CFG's change: {d.mean:.2f} "
+        lines.append(f"{dng}: an unrelated negative changes the image <= 1/3 of CFG's change: {d.mean:.2f} "
                      f"[{d.low:.2f}, {d.high:.2f}] vs CFG {c.mean:.2f} -> {'holds' if holds else 'not shown'}")
         cr, dr = cfg_related["target_change"], dng_related["target_change"]
         holds = dr.high < 0 and dr.mean <= 0.5 * cr.mean
-        lines.append(f"dng: a related negative removes the target like CFG: {dr} vs CFG {cr} -> {'holds' if holds else 'not shown'}")
-    negtome = _cell(cells, "negtome", "none")
-    if negtome:
+        lines.append(f"{dng}: a related negative removes the target like CFG: {dr} vs CFG {cr} -> {'holds' if holds else 'not shown'}")
+    for name in ("negtome", "negtome_long_window"):
+        negtome = _cell(cells, name, "none")
+        if not negtome:
+            continue
         r, kept = negtome["diversity_ratio"], negtome["positives_change"]
         holds = r.low >= 1.3 and kept.low >= -0.05
-        lines.append(f"negtome: feature diversity x{r.mean:.2f} [{r.low:.2f}, {r.high:.2f}], compliance change {kept} "
+        lines.append(f"{name}: feature diversity x{r.mean:.2f} [{r.low:.2f}, {r.high:.2f}], compliance change {kept} "
                      f"-> {'holds (>= 1.3x, compliance kept)' if holds else 'not shown (target >= 1.3x, compliance within -0.05)'}")
     dns = _cell(cells, "dns", "none")
     if dns:
