@@ -22,11 +22,12 @@ posterior p per image (mean and max over the steps).
 
 Methods: ``cfg``, ``vsf`` (the negative without its text-independent start token, the product
 default), ``vsf_keep_start`` (with it: decision 4a of issue 15), ``negtome`` (diversity mode, no
-negative, threshold 0.65, steps 0-0.3), ``negtome_long_window`` (threshold 0.5, steps 0-0.6), ``dng`` (NegGuideDNGGuider, posterior against the empty prompt's prediction),
+negative, threshold 0.65, steps 0-0.3), ``negtome_long_window`` (threshold 0.5, steps 0-0.6),
+``dng`` (NegGuideDNGGuider, posterior against the empty prompt's prediction),
 ``dng_positive_reference`` (posterior against the positive's: decision 4b), ``dng_few_step``
-(``dng`` at temperature 0.05 and p_max 0.5, the setting measured for 4-step models), ``dns`` (auto-DNP:
-the DNS image of each seed, captioned by the judge, is that seed's negative; run once per
-prompt). Requires ComfyUI booted in this process.
+(``dng`` at temperature 0.05 and p_max 0.5, the setting measured for 4-step models), ``dns``
+(auto-DNP: the DNS image of each seed, captioned by the judge, is that seed's negative; run once
+per prompt). Requires ComfyUI booted in this process.
 """
 
 from __future__ import annotations

@@ -135,12 +135,16 @@ def padded_positive(entry, pad: int):
     return [[torch.cat([context, padding.to(context)], 1), {**extras, "attention_mask": mask}]]
 
 
+def without_attention_mask(extras: dict) -> dict:
+    """A conditioning's extras without its attention mask and the mask's image shape."""
+    return {k: v for k, v in extras.items() if not k.startswith("attention_mask")}
+
+
 def context_as_the_model_sees_it(entry, context, extras):
     """The text context after the model's own extra_conds: model_base.Flux2 front-pads a context
     shorter than 512 tokens (Flux.2 dev's Mistral prompts) but leaves a Redux bias as it is, so a
     bias built for the unpadded context fails in the plain model; build it for this one."""
-    unmasked = {k: v for k, v in extras.items() if not k.startswith("attention_mask")}
-    return entry.model.model.extra_conds(cross_attn=context, **unmasked)["c_crossattn"].cond
+    return entry.model.model.extra_conds(cross_attn=context, **without_attention_mask(extras))["c_crossattn"].cond
 
 
 def joint_bias_positive(entry):
@@ -173,7 +177,7 @@ def test_infinite_bias_equals_the_plain_model_under_the_models_own_mask(name):
         plain = denoise_once(entry, entry.model, x, positive=positive)
     except RuntimeError as error:  # 0.3.75's NextDiT hands an integer text mask to SDPA as it is
         pytest.skip(f"this host's {type(entry.model.model).__name__} fails on a padded text mask without NegGuide: {error}")
-    unmasked = [[positive[0][0], {k: v for k, v in positive[0][1].items() if not k.startswith("attention_mask")}]]
+    unmasked = [[positive[0][0], without_attention_mask(positive[0][1])]]
     if torch.equal(plain, denoise_once(entry, entry.model, x, positive=unmasked)):
         pytest.skip(f"this host's {type(entry.model.model).__name__} takes no attention mask from the conditioning")
     patched = patch(entry.model, entry.clip, negative=OTHER_NEGATIVE if pads_caption(name) else NEGATIVE)
