@@ -453,6 +453,11 @@ def beyond_control(cells: list[Cell], method: str) -> Estimate | None:
     return Estimate.of(related._cat("target") - neutral._cat("target"))
 
 
+def removes_like_cfg(method: Estimate, cfg: Estimate) -> bool:
+    """A removal "like CFG's": below zero with 95% confidence and at least half of CFG's mean."""
+    return method.high < 0 and method.mean <= 0.5 * cfg.mean
+
+
 def verdicts(cells: list[Cell]) -> list[str]:
     """One line per claim that these cells can test, each with its numbers."""
     lines = []
@@ -474,8 +479,13 @@ def verdicts(cells: list[Cell]) -> list[str]:
         lines.append(f"{dng}: an unrelated negative changes the image <= 1/3 of CFG's change: {d.mean:.2f} "
                      f"[{d.low:.2f}, {d.high:.2f}] vs CFG {c.mean:.2f} -> {'holds' if holds else 'not shown'}")
         cr, dr = cfg_related["target_change"], dng_related["target_change"]
-        holds = dr.high < 0 and dr.mean <= 0.5 * cr.mean
-        lines.append(f"{dng}: a related negative removes the target like CFG: {dr} vs CFG {cr} -> {'holds' if holds else 'not shown'}")
+        lines.append(f"{dng}: a related negative removes the target like CFG: {dr} vs CFG {cr} -> "
+                     f"{'holds' if removes_like_cfg(dr, cr) else 'not shown'}")
+        cb, db = beyond_control(cells, "cfg"), beyond_control(cells, dng)
+        if cb is not None and db is not None:
+            lines.append(f"{dng}: the related negative's own removal (beyond the neutral negative, which with CFG "
+                         f"also moves the target) like CFG's: {db} vs CFG {cb} -> "
+                         f"{'holds' if removes_like_cfg(db, cb) else 'not shown'}")
     for name in ("negtome", "negtome_long_window"):
         negtome = _cell(cells, name, "none")
         if not negtome:
