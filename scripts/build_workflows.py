@@ -663,7 +663,8 @@ plots show lambda(t) per image: the posterior weighs each negative against the e
 prediction, so it should rise for the sun and stay at its prior 0.01 for the moon. Measured over
 all NegBench v2 prompts on this model (README, 64 images each): maximum p 0.31 [0.26, 0.36] for
 related negatives, 0.016 [0.008, 0.023] for unrelated ones; DNG then removed the related object
-by -0.20 [-0.26, -0.15] (CFG with it: -0.41) and changed the images for an unrelated one by 0.8
+by -0.20 [-0.26, -0.15] (CFG with it: -0.41, but CFG with the neutral *car* also removes -0.30;
+beyond that control DNG -0.21, CFG -0.11) and changed the images for an unrelated one by 0.8
 of 255 (CFG: 18.1). On the SD1.5- and Flux-style models the posterior does not separate the
 two, so this demo uses the SD3 one. A batch of 4 shows what DNG does, not whether it works.
 
