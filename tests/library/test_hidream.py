@@ -92,7 +92,9 @@ def test_the_negative_enters_with_its_real_t5_and_llama_tokens_only():
     kept = negative_tokens(z, NEGATIVE, drop_text_independent=False).extra[LLAMA_INPUT.model_input]
     other = negative_tokens(z, OTHER_NEGATIVE, drop_text_independent=False).extra[LLAMA_INPUT.model_input]
     assert kept.shape[-2] == nl + 1  # the start token, which every text encodes alike, is dropped
-    torch.testing.assert_close(kept[:, :, 0], other[:, :, 0], rtol=0, atol=0)
+    # alike up to rounding: texts of other lengths take other matmul shapes (1.4e-6 seen on 0.3.75),
+    # hence the tolerance of nodes/vsf.text_independent_prefix
+    torch.testing.assert_close(kept[:, :, 0], other[:, :, 0], rtol=1e-4, atol=1e-5)
 
 
 def test_vsf_groups_and_masks_follow_the_layout():
